@@ -1,0 +1,393 @@
+"""Why neurons have a bias: the code behind the chapter ``book/bias.md``.
+
+A perceptron fires when the weighted sum of its inputs exceeds a threshold :math:`T`:
+
+.. math::  y = \\mathbb{1}[\\, w \\cdot x > T \\,] = \\mathbb{1}[\\, w \\cdot x + b > 0 \\,],
+           \\qquad b = -T.
+
+Moving :math:`T` to the left-hand side turns it into the bias :math:`b`, a parameter that is
+learned like the weights instead of being picked by hand. The functions below are the
+experiments of the chapter: the perceptron rule, a logistic neuron with and without a bias, the
+best any line through the origin can do, ReLU kinks, and the log-prior output bias.
+
+Legend (code name -> symbol): ``w`` -> :math:`w`, ``b`` -> :math:`b`,
+``threshold`` -> :math:`T`, ``p`` -> the prior :math:`p = P(y=1)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks shared by the public functions
+# --------------------------------------------------------------------------------------------
+def _as_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, D) with N >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def _as_labels(y: torch.Tensor, n: int, name: str = "y") -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N,), got {type(y).__name__}")
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match x, got {tuple(y.shape)}")
+    if not torch.all((y == 0) | (y == 1)):
+        raise ValueError(f"{name} must hold binary labels 0 or 1")
+    return y
+
+
+def _as_weights(w: torch.Tensor, d: int) -> torch.Tensor:
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w must be a torch.Tensor of shape (D,), got {type(w).__name__}")
+    if w.shape != (d,):
+        raise ValueError(f"w must have shape ({d},) to match x of shape (N, {d}), got {tuple(w.shape)}")
+    return w
+
+
+# --------------------------------------------------------------------------------------------
+# 1. the perceptron: threshold -> bias
+# --------------------------------------------------------------------------------------------
+def perceptron(x: torch.Tensor, w: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Rosenblatt's perceptron with a hand-picked threshold: :math:`y = 1[w \\cdot x > T]`.
+
+    Args:
+        x: inputs, shape ``(N, D)``.
+        w: weights, shape ``(D,)``.
+        threshold: :math:`T`; the larger it is, the harder the unit is to activate.
+
+    Returns:
+        ``(N,)`` tensor of 0/1 outputs (same dtype as ``x``).
+    """
+    x = _as_points(x)
+    w = _as_weights(w, x.shape[1])
+    return (x @ w > threshold).to(x.dtype)
+
+
+def neuron(x: torch.Tensor, w: torch.Tensor, b: float | torch.Tensor) -> torch.Tensor:
+    """The same unit with the threshold moved left as a bias: :math:`y = 1[w \\cdot x + b > 0]`.
+
+    ``neuron(x, w, b) == perceptron(x, w, threshold=-b)`` for every input.
+
+    Args:
+        x: inputs, shape ``(N, D)``.
+        w: weights, shape ``(D,)``.
+        b: bias :math:`b = -T`, a scalar.
+
+    Returns:
+        ``(N,)`` tensor of 0/1 outputs.
+    """
+    x = _as_points(x)
+    w = _as_weights(w, x.shape[1])
+    return (x @ w + b > 0).to(x.dtype)
+
+
+@dataclass
+class PerceptronResult:
+    """The outcome of :func:`train_perceptron`."""
+
+    w: torch.Tensor  #: learned weights, shape (D,)
+    b: float  #: learned bias (0.0 when trained without one)
+    mistakes: list[int]  #: number of updates in each epoch; 0 means the data are separated
+
+
+def train_perceptron(
+    x: torch.Tensor, y: torch.Tensor, epochs: int = 20, lr: float = 1.0, bias: bool = True
+) -> PerceptronResult:
+    """Rosenblatt's learning rule, with the threshold learned as a bias.
+
+    Labels are mapped to :math:`t = 2y - 1 \\in \\{-1, +1\\}`. For each sample in order, if
+    :math:`t\\,(w \\cdot x + b) \\le 0` (a mistake, or on the boundary) then
+
+    .. math::  w \\leftarrow w + \\eta\\, t\\, x, \\qquad b \\leftarrow b + \\eta\\, t.
+
+    The bias update is the weight update for a constant input of 1: the bias is just a weight
+    on an input that is always on. With ``bias=False``, :math:`b` stays 0.
+
+    Args:
+        x: inputs, shape ``(N, D)``.
+        y: labels in {0, 1}, shape ``(N,)``.
+        epochs: passes over the data (stops early after an epoch without mistakes).
+        lr: learning rate :math:`\\eta > 0`.
+        bias: learn :math:`b` (True) or keep the boundary through the origin (False).
+
+    Returns:
+        :class:`PerceptronResult` with ``w``, ``b`` and the mistakes per epoch.
+
+    References:
+        Rosenblatt (1958), "The perceptron: a probabilistic model for information storage".
+    """
+    x = _as_points(x)
+    y = _as_labels(y, x.shape[0])
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    t = 2 * y.to(x.dtype) - 1
+    w = torch.zeros(x.shape[1], dtype=x.dtype)
+    b = torch.zeros((), dtype=x.dtype)
+    mistakes = []
+    for _ in range(epochs):
+        n_mistakes = 0
+        for xi, ti in zip(x, t, strict=True):
+            if ti * (xi @ w + b) <= 0:
+                w = w + lr * ti * xi
+                if bias:
+                    b = b + lr * ti
+                n_mistakes += 1
+        mistakes.append(n_mistakes)
+        if n_mistakes == 0:
+            break
+    return PerceptronResult(w=w, b=float(b), mistakes=mistakes)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. geometry: without a bias the boundary passes through the origin
+# --------------------------------------------------------------------------------------------
+def make_offset_blobs(
+    n: int = 400, center0: tuple[float, float] = (1.5, 1.5), center1: tuple[float, float] = (3.0, 3.0),
+    std: float = 0.45, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two Gaussian classes on the same side of the origin, separated by a line away from it.
+
+    Both centres lie along the same ray from the origin, so any line *through* the origin cuts
+    both classes in the same proportion; a line that can move away from the origin separates
+    them.
+
+    Args:
+        n: total number of points (half per class), at least 2.
+        center0, center1: class means.
+        std: standard deviation of each coordinate, > 0.
+        generator: optional ``torch.Generator`` for reproducibility.
+
+    Returns:
+        ``x`` of shape ``(n, 2)`` (float32) and ``y`` of shape ``(n,)`` with labels 0/1.
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    if std <= 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    n0 = n // 2
+    noise = torch.randn(n, 2, generator=generator) * std
+    centers = torch.tensor([center0] * n0 + [center1] * (n - n0))
+    y = torch.cat([torch.zeros(n0), torch.ones(n - n0)])
+    return centers + noise, y
+
+
+class LogisticNeuron(nn.Module):
+    """One neuron with a sigmoid output: :math:`P(y=1 \\mid x) = \\sigma(w \\cdot x + b)`.
+
+    With ``bias=False`` the decision boundary :math:`w \\cdot x = 0` always contains the origin.
+
+    Shapes: input ``(N, D)``, output logits ``(N,)``.
+    """
+
+    def __init__(self, in_features: int, bias: bool = True) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"in_features must be >= 1, got {in_features}")
+        self.linear = nn.Linear(in_features, 1, bias=bias)
+        nn.init.zeros_(self.linear.weight)  # start from the flat 50/50 model, as LR solvers do
+        if bias:
+            nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, bias: bool = True, l2: float = 0.0, max_iter: int = 500
+) -> LogisticNeuron:
+    """Fit a :class:`LogisticNeuron` by full-batch L-BFGS on the regularised log-loss
+
+    .. math::  L(w, b) = \\frac{1}{N}\\sum_i \\big[\\log(1 + e^{z_i}) - y_i z_i\\big]
+               + \\frac{\\lambda}{2}\\lVert w \\rVert^2, \\qquad z_i = w \\cdot x_i + b .
+
+    The bias is not penalised (as in scikit-learn). ``l2`` = :math:`\\lambda` corresponds to
+    scikit-learn's ``LogisticRegression(C=1 / (λ N))``.
+
+    Args:
+        x: inputs ``(N, D)``; y: labels ``(N,)`` in {0, 1}.
+        bias: learn :math:`b` or fix it at 0.
+        l2: :math:`\\lambda \\ge 0`.
+        max_iter: L-BFGS iterations.
+
+    Returns:
+        The fitted model (in eval mode).
+    """
+    x = _as_points(x)
+    y = _as_labels(y, x.shape[0]).to(x.dtype)
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}")
+    model = LogisticNeuron(x.shape[1], bias=bias).to(x.dtype)
+    optimizer = torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-10,
+        tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss = loss + 0.5 * l2 * model.linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return model.eval()
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of samples where ``logits > 0`` agrees with the 0/1 label ``y``."""
+    if logits.shape != y.shape:
+        raise ValueError(
+            f"logits and y must have the same shape, got {tuple(logits.shape)} and {tuple(y.shape)}"
+        )
+    return ((logits > 0).to(y.dtype) == y).sum().item() / y.numel()
+
+
+def best_accuracy_through_origin(x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """The best accuracy any linear classifier *without a bias* can reach on 2-D data, exactly.
+
+    A bias-free classifier predicts :math:`1[w \\cdot x > 0]`; only the direction
+    :math:`w = (\\cos\\theta, \\sin\\theta)` matters. The prediction for a point :math:`x_i`
+    flips only when the boundary passes through it, i.e. at the angles
+    :math:`\\theta = \\operatorname{atan2}(x_i) \\pm \\pi/2`. Between two consecutive critical
+    angles every prediction is constant, so trying one angle inside each interval finds the
+    optimum. This is a ceiling set by the hypothesis class, not by training.
+
+    Args:
+        x: points ``(N, 2)``; y: labels ``(N,)`` in {0, 1}.
+
+    Returns:
+        ``(accuracy, w)`` with the best unit-norm direction ``w`` of shape ``(2,)``.
+    """
+    x = _as_points(x)
+    if x.shape[1] != 2:
+        raise ValueError(f"x must be 2-D points of shape (N, 2), got {tuple(x.shape)}")
+    y = _as_labels(y, x.shape[0])
+    x = x.double()
+    phi = torch.atan2(x[:, 1], x[:, 0])
+    critical = torch.remainder(torch.cat([phi + math.pi / 2, phi - math.pi / 2]), 2 * math.pi)
+    critical = torch.sort(critical).values
+    gaps = torch.diff(torch.cat([critical, critical[:1] + 2 * math.pi]))
+    thetas = critical + gaps / 2  # one angle strictly inside each interval
+    directions = torch.stack([torch.cos(thetas), torch.sin(thetas)], dim=1)  # (K, 2)
+    predictions = (x @ directions.T > 0).to(y.dtype)  # (N, K)
+    accuracies = (predictions == y[:, None]).double().mean(dim=0)  # (K,)
+    best = int(torch.argmax(accuracies))
+    return accuracies[best].item(), directions[best].float()
+
+
+# --------------------------------------------------------------------------------------------
+# 3. ReLU networks: the biases place the kinks
+# --------------------------------------------------------------------------------------------
+class ReLUNet1D(nn.Module):
+    """A one-hidden-layer ReLU network :math:`f(x) = \\sum_j a_j\\, \\mathrm{relu}(w_j x + b_j) + c`.
+
+    Each hidden unit bends the function at its kink :math:`x = -b_j / w_j`. Without biases
+    (``bias=False``) every kink sits at :math:`x = 0` and :math:`f(\\lambda x) = \\lambda f(x)`
+    for :math:`\\lambda > 0`: the network can only draw two rays from the origin.
+
+    Shapes: input ``(N, 1)``, output ``(N, 1)``.
+    """
+
+    def __init__(self, hidden: int = 32, bias: bool = True) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.hidden = nn.Linear(1, hidden, bias=bias)
+        self.out = nn.Linear(hidden, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != 1:
+            raise ValueError(f"x must have shape (N, 1), got {tuple(x.shape)}")
+        return self.out(torch.relu(self.hidden(x)))
+
+
+def relu_kinks(net: ReLUNet1D) -> torch.Tensor:
+    """The kink positions :math:`x_j = -b_j / w_j` of a :class:`ReLUNet1D`, sorted.
+
+    Hidden units with :math:`w_j = 0` are constant and have no kink; they are left out.
+    Without a bias every kink is at 0.
+
+    Returns:
+        1-D tensor of kink positions.
+    """
+    if not isinstance(net, ReLUNet1D):
+        raise TypeError(f"net must be a ReLUNet1D, got {type(net).__name__}")
+    w = net.hidden.weight.detach().squeeze(1)
+    b = net.hidden.bias.detach() if net.hidden.bias is not None else torch.zeros_like(w)
+    active = w != 0
+    return torch.sort(-b[active] / w[active]).values
+
+
+def fit_regression(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 2000, lr: float = 1e-2
+) -> list[float]:
+    """Fit ``net`` to ``(x, y)`` by full-batch Adam on the mean squared error.
+
+    Returns:
+        The loss at every step.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(net(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+# --------------------------------------------------------------------------------------------
+# 4. the output bias on imbalanced classes
+# --------------------------------------------------------------------------------------------
+def binary_entropy(p: float) -> float:
+    """:math:`H(p) = -p \\ln p - (1-p) \\ln(1-p)` in nats: the log-loss of always predicting p."""
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def prior_log_odds(p: float) -> float:
+    """The bias that makes a sigmoid unit predict :math:`p` when its weights are zero.
+
+    :math:`\\sigma(b) = p \\iff b = \\ln \\frac{p}{1-p}` (the log-odds of the prior).
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    return math.log(p / (1 - p))
+
+
+def init_output_bias(layer: nn.Linear, p: float) -> nn.Linear:
+    """Set the bias of a one-logit output layer to the log-odds of the class prior ``p``.
+
+    With small weights the network then starts out predicting :math:`P(y=1)=p` for every
+    input, and its initial log-loss is :math:`H(p)` instead of :math:`\\ln 2`: it does not have
+    to spend its first steps learning the class frequencies (Karpathy, "A recipe for training
+    neural networks", 2019; Lin et al., "Focal loss", 2017, §4.1).
+
+    Returns:
+        The same layer, modified in place.
+    """
+    if not isinstance(layer, nn.Linear) or layer.out_features != 1:
+        raise TypeError("layer must be an nn.Linear with out_features=1 (one logit)")
+    if layer.bias is None:
+        raise ValueError("layer has no bias to initialise; create it with bias=True")
+    with torch.no_grad():
+        layer.bias.fill_(prior_log_odds(p))
+    return layer

@@ -1,0 +1,185 @@
+"""tutorlib.neuron: the math of the bias chapter, checked against scikit-learn where it applies."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression, Perceptron
+from sklearn.metrics import log_loss
+from torch import nn
+
+from tutorlib import neuron as nr
+
+finite = st.floats(-10, 10, allow_nan=False, width=32)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 5).flatmap(
+        lambda d: st.tuples(
+            st.lists(st.lists(finite, min_size=d, max_size=d), min_size=1, max_size=20),
+            st.lists(finite, min_size=d, max_size=d),
+        )
+    ),
+    finite,
+)
+def test_threshold_is_minus_bias(xw, threshold):
+    x, w = torch.tensor(xw[0]), torch.tensor(xw[1])
+    assert torch.equal(nr.perceptron(x, w, threshold), nr.neuron(x, w, -threshold))
+
+
+def test_perceptron_matches_scikit_learn_update_for_update():
+    g = torch.Generator().manual_seed(0)
+    x, y = nr.make_offset_blobs(60, generator=g)
+    ours = nr.train_perceptron(x.double(), y, epochs=5, bias=True)
+    ref = Perceptron(eta0=1.0, shuffle=False, max_iter=5, tol=None, alpha=0.0, penalty=None)
+    ref.fit(x.double().numpy(), y.numpy())
+    np.testing.assert_allclose(ours.w.numpy(), ref.coef_[0], rtol=1e-12)
+    np.testing.assert_allclose(ours.b, ref.intercept_[0], rtol=1e-12)
+
+
+def test_perceptron_bias_is_a_weight_on_a_constant_input():
+    g = torch.Generator().manual_seed(1)
+    x, y = nr.make_offset_blobs(80, generator=g)
+    with_bias = nr.train_perceptron(x, y, epochs=30)
+    augmented = nr.train_perceptron(torch.cat([x, torch.ones(80, 1)], 1), y, epochs=30, bias=False)
+    assert torch.allclose(augmented.w[:2], with_bias.w)
+    assert augmented.w[2].item() == pytest.approx(with_bias.b)
+
+
+def test_perceptron_separates_separable_data_and_stops():
+    x = torch.tensor([[2.0, 2.0], [3.0, 3.0], [0.5, 0.5], [1.0, 0.2]])
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    result = nr.train_perceptron(x, y, epochs=100)
+    assert result.mistakes[-1] == 0 and len(result.mistakes) < 100
+    assert torch.equal(nr.neuron(x, result.w, result.b), y)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_logistic_fit_matches_scikit_learn(bias):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 3, generator=g, dtype=torch.float64) + 1.0
+    y = (x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3
+         + torch.randn(200, generator=g, dtype=torch.float64) > 0).double()
+    l2 = 0.05
+    ours = nr.fit_logistic(x, y, bias=bias, l2=l2)
+    ref = LogisticRegression(C=1 / (l2 * len(x)), fit_intercept=bias, tol=1e-12, max_iter=10_000)
+    ref.fit(x.numpy(), y.numpy())
+    np.testing.assert_allclose(ours.linear.weight.detach().numpy()[0], ref.coef_[0], atol=1e-5)
+    if bias:
+        np.testing.assert_allclose(ours.linear.bias.item(), ref.intercept_[0], atol=1e-5)
+
+
+def test_best_accuracy_through_origin_beats_every_direction_on_a_fine_grid():
+    g = torch.Generator().manual_seed(3)
+    x, y = nr.make_offset_blobs(150, generator=g)
+    best, w = nr.best_accuracy_through_origin(x, y)
+    thetas = torch.linspace(0, 2 * math.pi, 20_000)
+    grid = torch.stack([torch.cos(thetas), torch.sin(thetas)], 1)
+    grid_acc = ((x @ grid.T > 0).float() == y[:, None]).float().mean(0).max().item()
+    assert best >= grid_acc - 1e-6  # float32 grid mean; accuracies are multiples of 1/150
+    assert nr.accuracy(x @ w, y) == pytest.approx(best)
+    assert torch.linalg.norm(w).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(-math.pi, math.pi))
+def test_no_bias_free_direction_beats_the_exact_ceiling(seed, theta):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(25, 2, generator=g) * 2
+    y = (torch.rand(25, generator=g) < 0.5).float()
+    best, _ = nr.best_accuracy_through_origin(x, y)
+    w = torch.tensor([math.cos(theta), math.sin(theta)])
+    assert nr.accuracy(x @ w, y) <= best + 1e-9
+
+
+def test_bias_free_relu_net_is_positively_homogeneous_and_kinks_at_zero():
+    torch.manual_seed(0)
+    net = nr.ReLUNet1D(16, bias=False)
+    x = torch.linspace(-2, 2, 41)[:, None]
+    with torch.no_grad():
+        assert torch.allclose(net(2.5 * x), 2.5 * net(x), atol=1e-6)
+    assert torch.all(nr.relu_kinks(net) == 0)
+
+
+def test_relu_kinks_are_where_the_slope_changes():
+    torch.manual_seed(1)
+    net = nr.ReLUNet1D(8, bias=True).double()
+    kinks = nr.relu_kinks(net)
+    assert torch.equal(kinks, torch.sort(kinks).values)
+    with torch.no_grad():
+        for k in kinks:
+            h = 1e-4
+            xs = torch.tensor([[k - 2 * h], [k - h], [k + h], [k + 2 * h]], dtype=torch.float64)
+            f = net(xs).squeeze(1)
+            left, right = (f[1] - f[0]) / h, (f[3] - f[2]) / h
+            assert not torch.isclose(left, right, atol=1e-6)  # a kink: the slope jumps
+        # between kinks the function is linear
+        mid = ((kinks[:-1] + kinks[1:]) / 2)[:, None]
+        h = 1e-3
+        second = net(mid + h) - 2 * net(mid) + net(mid - h)
+        assert torch.allclose(second, torch.zeros_like(second), atol=1e-10)
+
+
+def test_bias_before_batchnorm_has_no_effect_and_no_gradient():
+    torch.manual_seed(0)
+    linear, bn = nn.Linear(4, 8).double(), nn.BatchNorm1d(8).double()
+    x = torch.randn(32, 4, dtype=torch.float64)
+    before = bn(linear(x))
+    with torch.no_grad():
+        linear.bias.add_(torch.randn(8, dtype=torch.float64) * 10)
+    after = bn(linear(x))
+    assert torch.allclose(before, after, atol=1e-10)
+    (after * torch.randn_like(after)).sum().backward()
+    assert linear.bias.grad.abs().max() < 1e-10
+    assert linear.weight.grad.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("p", [0.01, 0.2, 0.5, 0.9])
+def test_prior_bias_gives_the_entropy_as_initial_loss(p):
+    layer = nr.init_output_bias(nn.Linear(3, 1), p)
+    nn.init.zeros_(layer.weight)
+    assert torch.sigmoid(layer.bias).item() == pytest.approx(p)
+    y = np.r_[np.ones(int(p * 1000)), np.zeros(1000 - int(p * 1000))]
+    ref = log_loss(y, np.full_like(y, torch.sigmoid(layer.bias).item()), labels=[0, 1])
+    assert nr.binary_entropy(p) == pytest.approx(ref, rel=1e-9)
+    assert nr.binary_entropy(0.5) == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize("fn", [nr.binary_entropy, nr.prior_log_odds])
+@pytest.mark.parametrize("p", [0.0, 1.0, -0.1, 1.5])
+def test_probabilities_outside_the_open_interval_are_refused(fn, p):
+    with pytest.raises(ValueError, match=r"p must be in \(0, 1\)"):
+        fn(p)
+
+
+def test_init_output_bias_refuses_layers_without_one_logit_or_bias():
+    with pytest.raises(TypeError, match="out_features=1"):
+        nr.init_output_bias(nn.Linear(3, 2), 0.1)
+    with pytest.raises(ValueError, match="no bias"):
+        nr.init_output_bias(nn.Linear(3, 1, bias=False), 0.1)
+
+
+def test_bad_shapes_and_labels_are_refused_by_name():
+    x = torch.zeros(5, 2)
+    with pytest.raises(ValueError, match=r"w must have shape \(2,\)"):
+        nr.neuron(x, torch.zeros(3), 0.0)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, D\)"):
+        nr.perceptron(torch.zeros(5), torch.zeros(5), 0.0)
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
+        nr.neuron([[1.0, 2.0]], torch.zeros(2), 0.0)
+    with pytest.raises(ValueError, match=r"y must have shape \(5,\)"):
+        nr.train_perceptron(x, torch.zeros(4))
+    with pytest.raises(ValueError, match="binary labels"):
+        nr.fit_logistic(x, torch.full((5,), 2.0))
+    with pytest.raises(ValueError, match=r"x must be 2-D points"):
+        nr.best_accuracy_through_origin(torch.zeros(5, 3), torch.zeros(5))
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        nr.train_perceptron(x, torch.zeros(5), lr=-1)
+    with pytest.raises(ValueError, match=r"shape \(N, 1\)"):
+        nr.ReLUNet1D(4)(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="l2 must be >= 0"):
+        nr.fit_logistic(x, torch.zeros(5), l2=-1.0)
