@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make book   set up .venv and build the executed book into _build/html
-#   make test   set up .venv and run the whole test suite (lint, unit tests, every chapter)
+#   make test   set up .venv and run the whole test suite: lint, unit tests, every chapter,
+#               the book build, and browser tests of the built site
 # Both work on a fresh clone: `setup` creates the virtual environment when it is missing or
 # when requirements.txt / pyproject.toml changed.
 
@@ -8,7 +9,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup book test test-unit lint clean
+.PHONY: setup vendor browser book test test-unit test-site lint clean
+
+# JavaScript the site serves itself (no CDN): the widget manager (with its fonts), MathJax and
+# require.js, taken from their npm packages at the versions and checksums in site/vendor.sha256
+# and copied into the site as _build/html/vendor/ (html_extra_path in _config.yml).
+NPM_PACKAGES := @jupyter-widgets/html-manager@1.0.7 mathjax@3.2.2 requirejs@2.3.8
+VENDOR       := _build/site-extra/vendor
 
 setup: $(VENV)/.installed
 
@@ -17,14 +24,43 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+vendor: $(VENDOR)/.done
+
+$(VENDOR)/.done: site/vendor.sha256
+	rm -rf _build/npm $(VENDOR) && mkdir -p _build/npm $(VENDOR)
+	cd _build/npm && npm pack --silent $(NPM_PACKAGES) >/dev/null && sha256sum --quiet -c ../../site/vendor.sha256
+	cd _build/npm && for t in *.tgz; do mkdir -p "$${t%.tgz}" && tar -xzf "$$t" -C "$${t%.tgz}"; done
+	mkdir -p $(VENDOR)/html-manager $(VENDOR)/mathjax $(VENDOR)/requirejs
+	cp -r _build/npm/jupyter-widgets-html-manager-1.0.7/package/dist/. $(VENDOR)/html-manager/
+	rm -f $(VENDOR)/html-manager/*.map
+	cp -r _build/npm/mathjax-3.2.2/package/es5/. $(VENDOR)/mathjax/
+	cp _build/npm/requirejs-2.3.8/package/require.js $(VENDOR)/requirejs/
+	touch $@
+
 # -W: a warning (a broken cross-reference, a missing file) fails the build;
 # a cell that raises stops it (_config.yml: allow_errors false).
-book: setup
+# The HTML is rewritten from scratch each time (Sphinx does not refresh copied extra files);
+# executed notebooks come from the cache, so this takes seconds.
+book: setup vendor
 	$(BIN)/python tests/bookcache.py
+	rm -rf _build/html
 	$(BIN)/jupyter-book build . --builder html -W --keep-going
 
-test: setup lint
-	$(BIN)/python -m pytest
+# Unit tests and every chapter (nbval; leaves the executed chapters in the build's cache),
+# then the book (renders from that cache), then the browser tests of the built site.
+test: setup lint browser
+	$(BIN)/python -m pytest --ignore=tests/browser
+	$(MAKE) book
+	$(BIN)/python -m pytest tests/browser
+
+test-site: setup browser
+	$(BIN)/python -m pytest tests/browser
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser is downloaded).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 test-unit: setup
 	$(BIN)/python -m pytest tests

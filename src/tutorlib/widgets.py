@@ -28,6 +28,9 @@ from matplotlib.figure import Figure
 
 #: Settings rendered at most by one call, to keep pages light (each PNG is ~20–60 kB).
 MAX_SETTINGS = 256
+#: Resolution of the pre-rendered images: lower than the book's figures, since a widget
+#: embeds one PNG per setting in the page.
+WIDGET_DPI = 80
 
 
 def _label(value: object) -> str:
@@ -65,12 +68,12 @@ def _check_params(draw: Callable[..., Figure], params: Mapping[str, Sequence[obj
         raise ValueError(f"draw needs values for {missing}; pass them as lists to interact")
 
 
-def figure_to_png(fig: Figure) -> bytes:
-    """Encode a matplotlib figure as PNG bytes and close it (so it is not shown twice)."""
+def figure_to_png(fig: Figure, dpi: float = WIDGET_DPI) -> bytes:
+    """Encode a matplotlib figure as optimised PNG bytes and close it (so it is not shown twice)."""
     if not isinstance(fig, Figure):
         raise TypeError(f"draw must return a matplotlib Figure, got {type(fig).__name__}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"optimize": True})
     plt.close(fig)
     return buffer.getvalue()
 
@@ -79,6 +82,7 @@ def render_settings(
     draw: Callable[..., Figure],
     params: Mapping[str, Sequence[object]],
     max_settings: int = MAX_SETTINGS,
+    dpi: float = WIDGET_DPI,
 ) -> dict[tuple[int, ...], bytes]:
     """Call ``draw`` for every combination of parameter values; return PNGs by index tuple.
 
@@ -86,6 +90,7 @@ def render_settings(
         draw: ``draw(**setting) -> Figure``.
         params: parameter name -> the list of values it takes, in slider order.
         max_settings: refuse grids larger than this (their pages would be heavy).
+        dpi: resolution of each image.
 
     Returns:
         ``{(i_1, ..., i_k): png_bytes}`` where ``i_j`` indexes the values of the j-th parameter.
@@ -110,7 +115,7 @@ def render_settings(
         except Exception as error:
             error.add_note(f"tutorlib.widgets: raised while drawing the setting {setting}")
             raise
-        pngs[index] = figure_to_png(fig)
+        pngs[index] = figure_to_png(fig, dpi)
     return pngs
 
 
@@ -119,6 +124,7 @@ def interact(
     *,
     initial: Mapping[str, object] | None = None,
     max_settings: int = MAX_SETTINGS,
+    dpi: float = WIDGET_DPI,
     **params: Sequence[object],
 ) -> w.VBox:
     """Sliders plus the figure they select, rendered ahead of time so they work without a kernel.
@@ -136,7 +142,10 @@ def interact(
         draw: a function of the parameters that returns a new matplotlib ``Figure``.
         initial: the setting shown first, ``{name: value}``; default: the first value of each.
         max_settings: the largest number of combinations to render.
-        **params: one list of values per parameter; each becomes a slider.
+        dpi: resolution of each pre-rendered image.
+        **params: one list of values per parameter; each becomes a slider. (``initial``,
+            ``max_settings`` and ``dpi`` are this function's own arguments, so a drawing
+            function cannot use them as parameter names.)
 
     Returns:
         An ``ipywidgets.VBox``: one ``SelectionSlider`` per parameter above the figure.
@@ -148,17 +157,18 @@ def interact(
             parameter of ``draw`` without values, an ``initial`` value not in its list, or more
             than ``max_settings`` combinations.
     """
-    pngs = render_settings(draw, params, max_settings)
+    pngs = render_settings(draw, params, max_settings, dpi)
     names = list(params)
     start = _initial_index(params, initial or {})
 
+    label_width = f"{max(len(n) for n in names) + 1}ch"  # align the sliders of one widget
     sliders = [
         w.SelectionSlider(
             options=[(_label(v), i) for i, v in enumerate(params[n])],
             index=start[j],
             description=n,
             continuous_update=True,
-            style={"description_width": "initial"},
+            style={"description_width": label_width},
             layout=w.Layout(width="min(100%, 420px)"),
         )
         for j, n in enumerate(names)

@@ -1,0 +1,64 @@
+"""The built website as a reader meets it, in headless Chromium with the internet cut off."""
+
+from __future__ import annotations
+
+import bookcache
+import pytest
+from conftest import ROOT
+
+PAGES = [p.relative_to(ROOT).with_suffix(".html").as_posix() for p in bookcache.toc_files()]
+CHAPTERS = [p.relative_to(ROOT).with_suffix(".html").as_posix() for p in bookcache.chapters()]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_loads_everything_from_the_site_itself(open_page, path):
+    page, report = open_page(path)
+    assert report.blocked == [], "the page asked for something outside the site"
+    assert report.failed == []
+    assert report.console_errors == []
+    broken = page.eval_on_selector_all(
+        "img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+    )
+    assert broken == [], "figures that did not load"
+
+
+@pytest.mark.parametrize("path", CHAPTERS)
+def test_math_is_typeset(open_page, path):
+    page, _ = open_page(path)
+    page.wait_for_selector("mjx-container", timeout=15_000)
+    raw = page.eval_on_selector_all(".math", "els => els.filter(e => !e.querySelector('mjx-container')).length")
+    assert raw == 0, "some math was left as raw TeX"
+
+
+def _visible_widget_image(widget) -> str:
+    """The src of the one image of a widget that is currently shown."""
+    return widget.evaluate(
+        """w => [...w.querySelectorAll('img')].filter(i => i.offsetParent !== null)
+                 .map(i => i.src).join('|')"""
+    )
+
+
+@pytest.mark.parametrize("path", CHAPTERS)
+def test_every_widget_responds_to_its_sliders_without_a_kernel(open_page, path):
+    page, report = open_page(path)
+    widgets = page.locator(".cell_output .widget-vbox")
+    page.wait_for_selector(".cell_output .widget-vbox img", timeout=20_000)
+    assert widgets.count() >= 1
+    for i in range(widgets.count()):
+        widget = widgets.nth(i)
+        sliders = widget.locator(".widget-slider .noUi-handle, .widget-slider .slider-handle")
+        assert sliders.count() >= 1, "a widget without a slider"
+        for j in range(sliders.count()):
+            before = _visible_widget_image(widget)
+            assert before, "no image shown"
+            handle = sliders.nth(j)
+            handle.focus()
+            handle.press("End")  # jump to the last value (the first might already be shown)
+            page.wait_for_timeout(200)
+            after = _visible_widget_image(widget)
+            if after == before:  # the initial value was the last one: go back to the first
+                handle.press("Home")
+                page.wait_for_timeout(200)
+                after = _visible_widget_image(widget)
+            assert after and after != before, f"moving slider {j} of widget {i} changed nothing"
+    assert report.console_errors == []
