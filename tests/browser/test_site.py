@@ -26,7 +26,9 @@ def test_page_loads_everything_from_the_site_itself(open_page, path):
 def test_math_is_typeset(open_page, path):
     page, _ = open_page(path)
     page.wait_for_selector("mjx-container", timeout=15_000)
-    raw = page.eval_on_selector_all(".math", "els => els.filter(e => !e.querySelector('mjx-container')).length")
+    raw = page.eval_on_selector_all(
+        ".math", "els => els.filter(e => !e.querySelector('mjx-container')).length"
+    )
     assert raw == 0, "some math was left as raw TeX"
 
 
