@@ -66,7 +66,7 @@ test-unit: setup
 	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests site
 
 clean:
 	rm -rf _build

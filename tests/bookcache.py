@@ -17,6 +17,7 @@ before every build.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,8 +29,9 @@ from jupyter_cache.base import CacheBundleIn
 from myst_nb.core.read import read_myst_markdown_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE_DIR = ROOT / "_build" / ".jupyter_cache"
-FINGERPRINT = ROOT / "_build" / ".jupyter_cache.fingerprint"
+# BOOK_CACHE_DIR lets a second test run (e.g. of one new chapter) use its own cache.
+CACHE_DIR = Path(os.environ.get("BOOK_CACHE_DIR", ROOT / "_build" / ".jupyter_cache")).resolve()
+FINGERPRINT = CACHE_DIR.with_name(CACHE_DIR.name + ".fingerprint")
 
 
 def toc_files(toc: Path = ROOT / "_toc.yml") -> list[Path]:

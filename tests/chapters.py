@@ -6,7 +6,8 @@ item that fails on an exception (``--nbval-lax``: outputs are not compared; the 
 their claims with ``tutorlib.check``). When all cells pass, the outputs are stored in the build's
 cache (see ``bookcache.py``) so that ``jupyter-book build`` does not execute the chapter again.
 
-Loaded with ``-p chapters`` (``pyproject.toml``).
+Loaded with ``-p chapters`` (``pyproject.toml``). ``pytest book/<topic>.md`` runs one chapter,
+even one not yet listed in ``_toc.yml``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ _CHAPTERS: set[Path] = set()
 def pytest_sessionstart(session: pytest.Session) -> None:
     bookcache.reset_if_stale()
     _CHAPTERS.update(bookcache.chapters())
+    # A chapter named on the command line runs even before it is in _toc.yml (new chapters).
+    for arg in session.config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path.suffix == ".md" and path.is_file() and bookcache.is_notebook(path):
+            _CHAPTERS.add(path)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

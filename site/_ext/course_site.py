@@ -1,30 +1,286 @@
-"""Sphinx extension with the course's adjustments to the Jupyter Book site.
+"""Sphinx extension with the course's additions to the Jupyter Book site.
 
-- Drops sphinx-thebe's scripts. Jupyter Book always loads that extension; the course has no
-  live-kernel buttons, the script is declared twice on every page (a console error) and it
-  points at a third-party host.
+- **Colab and downloads.** Every chapter is exported to ``notebooks/<chapter>.ipynb`` in the
+  site (jupytext), with a first cell that installs ``tutorlib`` when it is missing (as on Colab),
+  pinned to the revision the site was built from. Each chapter page gets "Open in Colab" and
+  "Download .ipynb" buttons pointing at those notebooks.
+- **Execution status.** ``{course-environment}`` prints the machine the chapters were executed
+  on; the role ``{exec-time}`chapter``` prints a chapter's measured execution time.
+- **No thebe.** Jupyter Book always loads sphinx-thebe; the course has no live-kernel buttons,
+  the script is declared twice on every page (a console error) and points at a third-party
+  host, so its scripts are dropped.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+import posixpath
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import nbformat
+from docutils import nodes
+from docutils.parsers.rst import Directive
 from sphinx.application import Sphinx
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = "notebooks"
+
+INSTALL_CELL = '''\
+# Set-up: install the course's library, tutorlib, when it is missing (as on Colab).
+# It is pinned to the revision this notebook was built from, so text and code agree.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("tutorlib") is None:
+    spec = os.environ.get("TUTORLIB_SPEC", "tutorlib @ git+{repository}@{revision}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", spec])
+'''
 
 
-def _is_thebe(script: Any) -> bool:
-    filename = getattr(script, "filename", None) or ""
-    body = (getattr(script, "attributes", None) or {}).get("body", "") or ""
+# ----------------------------------------------------------------------------------------------
+# which pages are chapters, and where their notebooks go
+# ----------------------------------------------------------------------------------------------
+def is_chapter(app: Sphinx, docname: str) -> bool:
+    """A page is an executable chapter when its front matter names a kernel."""
+    path = Path(app.env.doc2path(docname))
+    if path.suffix != ".md" or not path.exists():
+        return False
+    front = path.read_text(encoding="utf8").split("\n---", 1)[0]
+    return "kernelspec:" in front
+
+
+def notebook_path(docname: str) -> str:
+    """Site-relative path of the exported notebook of a chapter."""
+    return f"{NOTEBOOK_DIR}/{posixpath.basename(docname)}.ipynb"
+
+
+def repository(app: Sphinx) -> str:
+    url = app.config.html_theme_options.get("repository_url", "") or ""
+    return url.rstrip("/")
+
+
+def revision(app: Sphinx) -> str:
+    """The commit the site is built from (COURSE_REVISION overrides; else the version tag)."""
+    if os.environ.get("COURSE_REVISION"):
+        return os.environ["COURSE_REVISION"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=app.srcdir, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        import tutorlib
+
+        return f"v{tutorlib.__version__}"
+
+
+def colab_url(app: Sphinx, docname: str) -> str:
+    github = repository(app).removeprefix("https://github.com/")
+    branch = app.config.course_pages_branch
+    return f"https://colab.research.google.com/github/{github}/blob/{branch}/{notebook_path(docname)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# buttons on chapter pages
+# ----------------------------------------------------------------------------------------------
+def add_launch_buttons(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    if app.builder.format != "html" or not is_chapter(app, docname):
+        return
+    download = posixpath.relpath(notebook_path(docname), posixpath.dirname(docname) or ".")
+    html = (
+        '<div class="course-launch">'
+        f'<a class="course-button course-colab" href="{colab_url(app, docname)}" '
+        'target="_blank" rel="noopener">Open in Colab</a>'
+        f'<a class="course-button course-download" href="{download}" '
+        f'download="{posixpath.basename(download)}">Download .ipynb</a>'
+        "</div>"
+    )
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None:
+        return
+    title = next(iter(section.findall(nodes.title)), None)
+    index = section.index(title) + 1 if title is not None else 0
+    section.insert(index, nodes.raw("", html, format="html"))
+
+
+# ----------------------------------------------------------------------------------------------
+# notebooks for Colab and download
+# ----------------------------------------------------------------------------------------------
+_DROPDOWN = re.compile(
+    r"^:::\{admonition\} (?P<title>[^\n]*)\n:class: dropdown\n\n(?P<body>.*?)\n:::$",
+    re.S | re.M,
+)
+_CITE = re.compile(r"\{footcite:[pt]\}`([^`]*)`")
+_REF = re.compile(r"\{(?:ref|doc)\}`(?:([^`<]*?)\s*<[^`>]*>|([^`]*))`")
+
+
+def to_jupyter_markdown(text: str, cited: list[str]) -> str:
+    """Turn the MyST-only syntax of a markdown cell into what Jupyter and Colab render."""
+    text = _DROPDOWN.sub(
+        lambda m: f"<details><summary>{m['title']}</summary>\n\n{m['body']}\n\n</details>", text
+    )
+
+    def cite(match: re.Match) -> str:
+        keys = [k.strip() for k in match[1].split(",")]
+        cited.extend(k for k in keys if k not in cited)
+        return "[" + ", ".join(str(cited.index(k) + 1) for k in keys) + "]"
+
+    text = _CITE.sub(cite, text)
+    return _REF.sub(lambda m: (m[1] or m[2]).strip(), text)
+
+
+def format_references(bibfile: Path, keys: list[str]) -> str:
+    import codecs
+
+    import latexcodec  # noqa: F401 -- registers the "ulatex" codec
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(bibfile)).entries
+    lines = []
+    for number, key in enumerate(keys, start=1):
+        entry = entries[key]
+        authors = ", ".join(codecs.decode(str(p), "ulatex") for p in entry.persons.get("author", []))
+        fields = entry.fields
+        venue = fields.get("journal") or fields.get("booktitle") or fields.get("howpublished", "")
+        title = codecs.decode(fields.get("title", ""), "ulatex").replace("{", "").replace("}", "")
+        lines.append(f"{number}. {authors} ({fields.get('year', '')}). {title}. *{venue}*.")
+    return "\n".join(lines)
+
+
+def export_notebook(app: Sphinx, docname: str, outdir: Path) -> Path:
+    import jupytext
+
+    source = Path(app.env.doc2path(docname))
+    nb = jupytext.read(source, fmt="md:myst")
+    cited: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = to_jupyter_markdown(cell.source, cited)
+            if "{footbibliography}" in cell.source:
+                refs = format_references(Path(app.srcdir) / "references.bib", cited)
+                cell.source = re.sub(r"```\{footbibliography\}\n```", refs, cell.source)
+        cell.metadata.pop("lines_to_next_cell", None)
+    install = INSTALL_CELL.format(repository=repository(app), revision=revision(app))
+    nb.cells.insert(0, nbformat.v4.new_code_cell(install, metadata={"tags": ["course-setup"]}))
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["colab"] = {"provenance": []}
+    target = outdir / notebook_path(docname)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nbformat.from_dict(nb), target)
+    return target
+
+
+def export_notebooks(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    outdir = Path(app.outdir)
+    count = 0
+    for docname in sorted(app.env.found_docs):
+        if is_chapter(app, docname):
+            export_notebook(app, docname, outdir)
+            count += 1
+    logger.info(f"[course] exported {count} chapter notebooks to {outdir / NOTEBOOK_DIR}")
+
+
+# ----------------------------------------------------------------------------------------------
+# execution status: the environment, and each chapter's measured time
+# ----------------------------------------------------------------------------------------------
+def environment_rows() -> list[tuple[str, str]]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
+    return [
+        ("Python", platform.python_version()),
+        ("PyTorch", torch.__version__),
+        ("CPU", f"{cpu}, {os.cpu_count()} logical cores"),
+        ("GPU", gpu),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("built", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+class CourseEnvironment(Directive):
+    """A table of the machine the book was built and its chapters executed on."""
+
+    def run(self) -> list[nodes.Node]:
+        rows = environment_rows()
+        table = nodes.table(classes=["course-environment"])
+        group = nodes.tgroup(cols=2)
+        table += group
+        group += [nodes.colspec(colwidth=1), nodes.colspec(colwidth=3)]
+        body = nodes.tbody()
+        group += body
+        for key, value in rows:
+            row = nodes.row()
+            for text in (key, value):
+                entry = nodes.entry()
+                entry += nodes.paragraph(text=text)
+                row += entry
+            body += row
+        return [table]
+
+
+class exec_time(nodes.inline):  # docutils node classes are lower case
+    """Placeholder for a chapter's execution time, filled in once every page is read."""
+
+
+def exec_time_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    node = exec_time(rawtext, "", chapter=text.strip())
+    return [node], []
+
+
+def fill_exec_times(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    for node in list(doctree.findall(exec_time)):
+        target = node["chapter"]
+        data = NbMetadataCollector.get_exec_data(app.env, target) or {}
+        runtime = data.get("runtime")
+        text = f"{runtime:.0f} s" if runtime else "not measured"
+        node.replace_self(nodes.Text(text))
+
+
+# ----------------------------------------------------------------------------------------------
+# thebe
+# ----------------------------------------------------------------------------------------------
+def _is_thebe(asset: Any) -> bool:
+    filename = getattr(asset, "filename", None) or ""
+    body = (getattr(asset, "attributes", None) or {}).get("body", "") or ""
     return "thebe" in filename or "THEBE_JS_URL" in body
 
 
 def drop_thebe(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
     context["script_files"] = [s for s in context.get("script_files", []) if not _is_thebe(s)]
-    context["css_files"] = [
-        c for c in context.get("css_files", []) if "thebe" not in (getattr(c, "filename", "") or "")
-    ]
+    context["css_files"] = [c for c in context.get("css_files", []) if not _is_thebe(c)]
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("course_pages_branch", "gh-pages", "html")
+    app.connect("builder-inited", lambda app: app.config.html_static_path.append(
+        str(Path(__file__).parent / "static")))
+    app.add_css_file("course.css")
+    app.add_directive("course-environment", CourseEnvironment)
+    app.add_role("exec-time", exec_time_role)
+    app.add_node(exec_time)
+    app.connect("doctree-resolved", fill_exec_times)
+    app.connect("doctree-resolved", add_launch_buttons)
+    app.connect("build-finished", export_notebooks)
     app.connect("html-page-context", drop_thebe, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
