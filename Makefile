@@ -49,12 +49,12 @@ book: setup vendor
 # Unit tests and every chapter (nbval; leaves the executed chapters in the build's cache),
 # then the book (renders from that cache), then the browser tests of the built site.
 test: setup lint browser
-	$(BIN)/python -m pytest --ignore=tests/browser
+	$(BIN)/python -m pytest --ignore=tests/site
 	$(MAKE) book
-	$(BIN)/python -m pytest tests/browser
+	$(BIN)/python -m pytest tests/site
 
 test-site: setup browser
-	$(BIN)/python -m pytest tests/browser
+	$(BIN)/python -m pytest tests/site
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser is downloaded).
 browser:
@@ -63,7 +63,7 @@ browser:
 	  else echo "The browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 test-unit: setup
-	$(BIN)/python -m pytest tests --ignore=tests/browser
+	$(BIN)/python -m pytest tests --ignore=tests/site
 
 lint: setup
 	$(BIN)/ruff check src tests site

@@ -64,3 +64,54 @@ def test_every_widget_responds_to_its_sliders_without_a_kernel(open_page, path):
                 after = _visible_widget_image(widget)
             assert after and after != before, f"moving slider {j} of widget {i} changed nothing"
     assert report.console_errors == []
+
+
+@pytest.mark.parametrize("path", CHAPTERS)
+def test_colab_and_download_buttons_point_at_the_exported_notebook(open_page, site_url, path):
+    page, _ = open_page(path)
+    name = path.rsplit("/", 1)[-1].replace(".html", ".ipynb")
+    colab = page.get_attribute("a.course-colab", "href")
+    assert colab.startswith("https://colab.research.google.com/github/")
+    assert colab.endswith(f"/blob/gh-pages/notebooks/{name}")
+    download = page.locator("a.course-download")
+    assert download.get_attribute("download") == name
+    # the download link resolves, on this server, to a notebook whose first cell installs tutorlib
+    response = page.request.get(page.evaluate("a => a.href", download.element_handle()))
+    assert response.ok
+    nb = response.json()
+    assert nb["cells"][0]["cell_type"] == "code"
+    assert 'find_spec("tutorlib") is None' in "".join(nb["cells"][0]["source"])
+
+
+def test_search_works_offline(open_page):
+    page, report = open_page("search.html?q=perceptron")
+    page.wait_for_selector("#search-results li", timeout=15_000)
+    hits = page.locator("#search-results li a").all_inner_texts()
+    assert any("bias" in h.lower() for h in hits), hits
+    assert report.blocked == [] and report.console_errors == []
+
+
+@pytest.mark.parametrize("path", CHAPTERS)
+def test_every_citation_links_to_its_reference(open_page, path):
+    page, _ = open_page(path)
+    targets = page.eval_on_selector_all(
+        "a.footnote-reference", "as => as.map(a => a.getAttribute('href'))"
+    )
+    assert targets, "a chapter cites its sources"
+    for href in targets:
+        assert page.locator(f"[id='{href.lstrip('#')}']").count() == 1, f"{href} has no entry"
+
+
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+
+
+@pytest.mark.parametrize("width,label", [(1280, "desktop"), (390, "phone")])
+@pytest.mark.parametrize("path", ["book/intro.html", *CHAPTERS[:1]])
+def test_screenshots_and_no_horizontal_scroll(open_page, path, width, label):
+    """Keep screenshots to look at; on a phone the page must not scroll sideways."""
+    page, _ = open_page(path, width=width, height=844 if label == "phone" else 900)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    stem = path.rsplit("/", 1)[-1].removesuffix(".html")
+    page.screenshot(path=str(SCREENSHOTS / f"{stem}-{label}.png"), full_page=False)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page is {overflow}px wider than a {width}px screen"

@@ -50,7 +50,7 @@ def site_url() -> Iterator[str]:
 def browser():
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium")
+    executable = shutil.which("chromium") or shutil.which("google-chrome")
     if executable is None:
         raise RuntimeError("Debian's chromium is not installed: `apt-get install chromium`")
     with sync_playwright() as p:
