@@ -220,6 +220,7 @@ class CourseEnvironment(Directive):
     """A table of the machine the book was built and its chapters executed on."""
 
     def run(self) -> list[nodes.Node]:
+        self.state.document.settings.env.note_reread()  # the build time changes every build
         rows = environment_rows()
         table = nodes.table(classes=["course-environment"])
         group = nodes.tgroup(cols=2)
