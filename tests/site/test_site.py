@@ -25,7 +25,7 @@ def test_page_loads_everything_from_the_site_itself(open_page, path):
 @pytest.mark.parametrize("path", CHAPTERS)
 def test_math_is_typeset(open_page, path):
     page, _ = open_page(path)
-    page.wait_for_selector("mjx-container", timeout=15_000)
+    page.wait_for_selector("mjx-container", timeout=60_000)  # MathJax is slow on a loaded 2-core CPU
     raw = page.eval_on_selector_all(
         ".math", "els => els.filter(e => !e.querySelector('mjx-container')).length"
     )
@@ -44,7 +44,7 @@ def _visible_widget_image(widget) -> str:
 def test_every_widget_responds_to_its_sliders_without_a_kernel(open_page, path):
     page, report = open_page(path)
     widgets = page.locator(".cell_output .widget-vbox")
-    page.wait_for_selector(".cell_output .widget-vbox img", timeout=20_000)
+    page.wait_for_selector(".cell_output .widget-vbox img", timeout=60_000)
     assert widgets.count() >= 1
     for i in range(widgets.count()):
         widget = widgets.nth(i)
