@@ -1,0 +1,381 @@
+"""tutorlib.sequence: recurrent cells, attention, the Transformer block and linear attention.
+
+References: torch.nn.RNNCell / LSTMCell / GRUCell / MultiheadAttention / TransformerEncoderLayer
+(outputs and gradients after loading the same weights, float64), torch.nn.functional's
+scaled_dot_product_attention, and linear attention written out as explicit double sums here.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from tutorlib import sequence as sq
+
+TIGHT = {"rtol": 1e-10, "atol": 1e-12}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def randn(*shape, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(requires_grad)
+
+
+def grads(outputs, params, seed=7):
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    loss = sum((o * randn(*o.shape, seed=seed + i)).sum() for i, o in enumerate(outputs))
+    return torch.autograd.grad(loss, params)
+
+
+# --------------------------------------------------------------------------------------------
+# recurrent cells against PyTorch
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("mine_cls", "ref_cls"), [(sq.RNNCell, nn.RNNCell), (sq.LSTMCell, nn.LSTMCell),
+                                                   (sq.GRUCell, nn.GRUCell)])
+def test_cells_match_pytorch_outputs_and_gradients(mine_cls, ref_cls):
+    torch.manual_seed(0)
+    ref = ref_cls(5, 7).double()
+    mine = mine_cls(5, 7).double()
+    mine.load_state_dict(ref.state_dict())
+    x = randn(4, 5, seed=1, requires_grad=True)
+    h = randn(4, 7, seed=2, requires_grad=True)
+    if ref_cls is nn.LSTMCell:
+        c = randn(4, 7, seed=3, requires_grad=True)
+        out_ref, out_mine = ref(x, (h, c)), mine(x, (h, c))
+        inputs = [x, h, c]
+    else:
+        out_ref, out_mine = ref(x, h), mine(x, h)
+        inputs = [x, h]
+    torch.testing.assert_close(out_mine, out_ref, **TIGHT)
+    g_ref = grads(out_ref, [*inputs, *ref.parameters()])
+    g_mine = grads(out_mine, [*inputs, *mine.parameters()])
+    for a, b in zip(g_mine, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+@pytest.mark.parametrize(("mine_cls", "ref_cls"), [(sq.RNNCell, nn.RNN), (sq.LSTMCell, nn.LSTM),
+                                                   (sq.GRUCell, nn.GRU)])
+def test_unroll_matches_pytorch_sequence_modules(mine_cls, ref_cls):
+    torch.manual_seed(0)
+    ref = ref_cls(3, 6, batch_first=True).double()
+    mine = mine_cls(3, 6).double()
+    mine.load_state_dict({k.removesuffix("_l0"): v for k, v in ref.state_dict().items()})
+    x = randn(2, 9, 3, seed=4)
+    torch.testing.assert_close(sq.unroll(mine, x), ref(x)[0], **TIGHT)
+
+
+def test_cells_default_to_zero_state():
+    cell = sq.GRUCell(3, 4).double()
+    x = randn(2, 3)
+    torch.testing.assert_close(cell(x), cell(x, torch.zeros(2, 4, dtype=torch.float64)))
+
+
+def test_cell_init_is_pytorchs_uniform_range():
+    cell = sq.LSTMCell(10, 25)
+    bound = 1 / math.sqrt(25)
+    assert all(p.abs().max() <= bound for p in cell.parameters())
+    assert cell.weight_hh.std() > bound / 3  # not all zeros
+
+
+def test_cell_errors():
+    with pytest.raises(TypeError, match="hidden_size"):
+        sq.RNNCell(3, 2.5)
+    with pytest.raises(ValueError, match="input_size"):
+        sq.LSTMCell(0, 3)
+    cell = sq.RNNCell(3, 4)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
+        cell(torch.zeros(2, 5))
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
+        cell([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"h must have shape \(2, 4\)"):
+        cell(torch.zeros(2, 3), torch.zeros(2, 5))
+    with pytest.raises(TypeError, match="state must be a tuple"):
+        sq.LSTMCell(3, 4)(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="cell must be"):
+        sq.unroll(nn.Linear(3, 4), torch.zeros(1, 2, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        cell(torch.zeros(2, 3, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------------------------
+# gradients through time
+# --------------------------------------------------------------------------------------------
+def test_jacobian_norms_of_a_linear_recurrence_are_powers_of_the_radius():
+    """s_k = rho * Q s_{k-1} with Q orthogonal: every singular value of the product is rho^j."""
+    q, _ = torch.linalg.qr(randn(6, 6))
+    step = lambda x, s: 0.7 * (q @ s) + x  # noqa: E731
+    norms = sq.state_jacobian_norms(step, randn(5, 6, seed=1), randn(6, seed=2))
+    torch.testing.assert_close(norms, 0.7 ** torch.arange(6, dtype=torch.float64), **TIGHT)
+
+
+def test_jacobian_norms_match_autograd_for_a_tanh_rnn():
+    cell = sq.RNNCell(3, 5).double()
+    xs, s0 = randn(4, 3, seed=3), randn(5, seed=4)
+    step = lambda x, s: cell(x[None], s[None])[0]  # noqa: E731
+    norms = sq.state_jacobian_norms(step, xs, s0)
+
+    def final_from(t, s_t):
+        for x in xs[t:]:
+            s_t = step(x, s_t)
+        return s_t
+
+    with torch.no_grad():
+        states = [s0]
+        for x in xs:
+            states.append(step(x, states[-1]))
+    for j in range(1, 5):
+        t = 4 - j
+        jac = torch.autograd.functional.jacobian(lambda s, t=t: final_from(t, s), states[t])
+        torch.testing.assert_close(norms[j], torch.linalg.matrix_norm(jac, ord=2), **TIGHT)
+
+
+def test_scale_spectral_radius():
+    w = sq.scale_spectral_radius(randn(8, 8), 1.3)
+    assert torch.linalg.eigvals(w).abs().max().item() == pytest.approx(1.3, rel=1e-10)
+    with pytest.raises(ValueError, match="square"):
+        sq.scale_spectral_radius(randn(3, 4), 1.0)
+    with pytest.raises(ValueError, match="radius"):
+        sq.scale_spectral_radius(randn(3, 3), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# attention
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_sdpa(causal):
+    q, k, v = (randn(2, 3, 6, 4, seed=s, requires_grad=True) for s in range(3))
+    out, weights = sq.scaled_dot_product_attention(q, k, v, causal=causal)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(out, ref, **TIGHT)
+    for a, b in zip(grads(out, [q, k, v]), grads(ref, [q, k, v]), strict=True):
+        torch.testing.assert_close(a, b, **TIGHT)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 6, dtype=torch.float64), **TIGHT)
+    if causal:
+        assert torch.all(weights.triu(1) == 0)
+
+
+def test_padding_mask_gives_padded_keys_zero_weight_and_ignores_their_values():
+    q, k, v = (randn(2, 1, 5, 4, seed=s) for s in range(3))
+    pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    out, weights = sq.scaled_dot_product_attention(q, k, v, key_padding_mask=pad)
+    assert torch.all(weights[1, :, :, 3:] == 0)
+    v2 = v.clone()
+    v2[1, :, 3:] = 1e6  # change only the padded values
+    out2, _ = sq.scaled_dot_product_attention(q, k, v2, key_padding_mask=pad)
+    torch.testing.assert_close(out2, out, **TIGHT)
+    trimmed, _ = sq.scaled_dot_product_attention(q[1:, :, :], k[1:, :, :3], v[1:, :, :3])
+    torch.testing.assert_close(out[1:], trimmed, **TIGHT)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("heads", [1, 2, 4])
+def test_multihead_attention_matches_pytorch(causal, heads):
+    torch.manual_seed(heads)
+    E = 8
+    ref = nn.MultiheadAttention(E, heads, batch_first=True, dtype=torch.float64)
+    mine = sq.MultiHeadAttention(E, heads).double()
+    mine.load_state_dict(ref.state_dict())
+    x = randn(3, 5, E, seed=1, requires_grad=True)
+    pad = torch.tensor([[False] * 5, [False] * 4 + [True], [False] * 3 + [True] * 2])
+    mask = torch.ones(5, 5, dtype=torch.bool).triu(1) if causal else None
+    o_ref, w_ref = ref(x, x, x, key_padding_mask=pad, attn_mask=mask, average_attn_weights=False)
+    o_mine, w_mine = mine(x, causal=causal, key_padding_mask=pad)
+    torch.testing.assert_close(o_mine, o_ref, **TIGHT)
+    torch.testing.assert_close(w_mine, w_ref, **TIGHT)
+    g_ref = grads(o_ref, [x, *ref.parameters()])
+    g_mine = grads(o_mine, [x, *mine.parameters()])
+    for a, b in zip(g_mine, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+def test_cross_attention_matches_pytorch():
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(6, 3, batch_first=True, dtype=torch.float64)
+    mine = sq.MultiHeadAttention(6, 3).double()
+    mine.load_state_dict(ref.state_dict())
+    q, kv = randn(2, 4, 6, seed=1), randn(2, 7, 6, seed=2)
+    torch.testing.assert_close(mine(q, kv, kv)[0], ref(q, kv, kv)[0], **TIGHT)
+
+
+def test_transformer_block_matches_pytorch():
+    torch.manual_seed(0)
+    ref = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True,
+                                     dtype=torch.float64)
+    mine = sq.TransformerEncoderBlock(8, 2, 16).double()
+    mine.load_state_dict(ref.state_dict())
+    x = randn(2, 6, 8, seed=1, requires_grad=True)
+    mask = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    out_ref = ref(x, src_mask=mask, is_causal=True)
+    out_mine, _ = mine(x, causal=True)
+    torch.testing.assert_close(out_mine, out_ref, **TIGHT)
+    for a, b in zip(grads(out_mine, [x, *mine.parameters()]), grads(out_ref, [x, *ref.parameters()]),
+                    strict=True):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 12), shift=st.integers(0, 5))
+def test_self_attention_without_positions_is_permutation_equivariant(n, shift):
+    mha = sq.MultiHeadAttention(4, 2).double()
+    x = randn(1, n, 4, seed=n)
+    perm = torch.roll(torch.arange(n), shift)
+    torch.testing.assert_close(mha(x[:, perm])[0], mha(x)[0][:, perm], **TIGHT)
+
+
+def test_positional_encoding_values_and_shape():
+    pe = sq.sinusoidal_positional_encoding(50, 8)
+    assert pe.shape == (50, 8)
+    torch.testing.assert_close(pe[0], torch.tensor([0.0, 1.0] * 4))
+    t, i = 7, 1  # second frequency pair: 10000^(-2/8)
+    assert pe[t, 2 * i].item() == pytest.approx(math.sin(t / 10000 ** (2 * i / 8)), abs=1e-6)
+    assert pe[t, 2 * i + 1].item() == pytest.approx(math.cos(t / 10000 ** (2 * i / 8)), abs=1e-6)
+    with pytest.raises(ValueError, match="even"):
+        sq.sinusoidal_positional_encoding(5, 7)
+
+
+def test_attention_errors():
+    q = torch.zeros(1, 1, 3, 4)
+    with pytest.raises(ValueError, match="q, k, v must be"):
+        sq.scaled_dot_product_attention(q, torch.zeros(1, 1, 3, 5), q)
+    with pytest.raises(ValueError, match="q must have 4 dimensions"):
+        sq.scaled_dot_product_attention(q[0], q, q)
+    with pytest.raises(TypeError, match="key_padding_mask must be a bool"):
+        sq.scaled_dot_product_attention(q, q, q, key_padding_mask=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, 3\)"):
+        sq.scaled_dot_product_attention(q, q, q, key_padding_mask=torch.zeros(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="divisible"):
+        sq.MultiHeadAttention(6, 4)
+    with pytest.raises(ValueError, match="embed_dim=6"):
+        sq.MultiHeadAttention(6, 2)(torch.zeros(1, 3, 5))
+
+
+# --------------------------------------------------------------------------------------------
+# linear attention
+# --------------------------------------------------------------------------------------------
+def linear_attention_by_sums(q, k, v, causal):
+    """Katharopoulos et al. eq. (4) with explicit loops: the reference, independent of the library."""
+    phi = lambda x: torch.where(x > 0, x + 1, torch.exp(x))  # noqa: E731  elu(x) + 1
+    B, H, N, _ = q.shape
+    out = torch.zeros(B, H, N, v.shape[-1], dtype=q.dtype)
+    for i in range(N):
+        js = range(i + 1) if causal else range(N)
+        w = torch.stack([(phi(q[:, :, i]) * phi(k[:, :, j])).sum(-1) for j in js], -1)  # (B, H, |js|)
+        out[:, :, i] = (w[..., None] * v[:, :, list(js)]).sum(2) / (w.sum(-1, keepdim=True) + 1e-6)
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_matches_the_explicit_sums(causal):
+    q, k, v = randn(2, 2, 7, 3, seed=0), randn(2, 2, 7, 3, seed=1), randn(2, 2, 7, 5, seed=2)
+    torch.testing.assert_close(sq.linear_attention(q, k, v, causal=causal),
+                               linear_attention_by_sums(q, k, v, causal), **TIGHT)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 20), d=st.integers(1, 6), d_v=st.integers(1, 6), seed=st.integers(0, 1000))
+def test_causal_linear_attention_is_an_rnn(n, d, d_v, seed):
+    q, k = randn(1, 2, n, d, seed=seed), randn(1, 2, n, d, seed=seed + 1)
+    v = randn(1, 2, n, d_v, seed=seed + 2)
+    torch.testing.assert_close(sq.linear_attention_recurrent(q, k, v),
+                               sq.linear_attention(q, k, v, causal=True), **TIGHT)
+
+
+def test_linear_attention_recurrent_gradients_match_parallel():
+    q, k, v = (randn(1, 1, 6, 3, seed=s, requires_grad=True) for s in range(3))
+    a = grads(sq.linear_attention_recurrent(q, k, v), [q, k, v])
+    b = grads(sq.linear_attention(q, k, v, causal=True), [q, k, v])
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, **TIGHT)
+
+
+def test_linear_attention_outputs_are_convex_combinations_of_values():
+    q, k, v = randn(1, 1, 9, 4, seed=0), randn(1, 1, 9, 4, seed=1), randn(1, 1, 9, 2, seed=2)
+    out = sq.linear_attention(q, k, v)
+    assert torch.all(out <= v.max(2, keepdim=True).values + 1e-9)
+    assert torch.all(out >= v.min(2, keepdim=True).values - 1e-9)
+
+
+def test_feature_map_is_positive_and_elu_plus_one():
+    x = torch.linspace(-30, 5, 101, dtype=torch.float64)
+    phi = sq.elu_feature_map(x)
+    assert torch.all(phi > 0)
+    torch.testing.assert_close(phi, torch.where(x > 0, x + 1, torch.exp(x)), **TIGHT)
+
+
+def test_linear_attention_errors():
+    q = torch.zeros(1, 1, 4, 3)
+    with pytest.raises(ValueError, match="q, k must be"):
+        sq.linear_attention(q, torch.zeros(1, 1, 5, 3), q)
+    with pytest.raises(TypeError, match=r"v must be a torch\.Tensor"):
+        sq.linear_attention_recurrent(q, q, None)
+
+
+# --------------------------------------------------------------------------------------------
+# the recall task and the models
+# --------------------------------------------------------------------------------------------
+def test_recall_task_layout():
+    tokens, labels = sq.make_recall_task(50, 6, n_classes=3, n_distractors=4,
+                                         generator=torch.Generator().manual_seed(0))
+    assert tokens.shape == (50, 7)
+    assert torch.equal(tokens[:, 0], labels)
+    assert torch.all((tokens[:, 1:-1] >= 3) & (tokens[:, 1:-1] < 7))
+    assert torch.all(tokens[:, -1] == 7)
+    with pytest.raises(ValueError, match="distance"):
+        sq.make_recall_task(5, 0, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "transformer"])
+def test_models_give_logits_and_train(kind):
+    cfg = sq.RecallConfig(steps=60, d_model=16, lr=1e-2, n_test=200)
+    model, accuracy = sq.train_recall(kind, 2, cfg, seed=0)
+    assert model(torch.zeros(3, 4, dtype=torch.long)).shape == (3, cfg.n_classes)
+    assert accuracy > 0.9  # distance 2 is easy for every model
+
+
+def test_transformer_returns_one_attention_map_per_layer():
+    model = sq.TransformerClassifier(10, 8, 3, num_heads=2, num_layers=3)
+    logits, maps = model(torch.zeros(2, 5, dtype=torch.long), return_attention=True)
+    assert logits.shape == (2, 3) and len(maps) == 3 and maps[0].shape == (2, 2, 5, 5)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        sq.RecurrentClassifier("transformer", 10, 8, 3)
+
+
+def test_min_time_errors():
+    with pytest.raises(ValueError, match="repeats"):
+        sq.min_time(lambda: None, repeats=0)
+
+
+def test_graph_depth_counts_the_longest_chain():
+    x = torch.ones(3, requires_grad=True)
+    y = x
+    for _ in range(5):
+        y = y * 2  # five operations in a row, then the leaf's AccumulateGrad
+    assert sq.graph_depth(y) == 6
+    assert sq.graph_depth((x * 2) + (x * 3) + (x * 4)) == 4  # branches run side by side
+    with pytest.raises(ValueError, match="grad_fn"):
+        sq.graph_depth(torch.ones(2))
+    with pytest.raises(TypeError, match="output must be"):
+        sq.graph_depth(3.0)
+
+
+def test_rnn_depth_grows_with_length_and_attention_depth_does_not():
+    cfg = sq.RecallConfig(d_model=8)
+    depth = {}
+    for kind in ("rnn", "transformer"):
+        for n in (5, 20):
+            torch.manual_seed(0)
+            out = sq.make_model(kind, cfg)(torch.zeros(2, n, dtype=torch.long))
+            depth[kind, n] = sq.graph_depth(out)
+    assert depth["rnn", 20] - depth["rnn", 5] >= 15  # at least one op per extra step
+    assert depth["transformer", 20] == depth["transformer", 5]
