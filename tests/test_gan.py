@@ -1,0 +1,205 @@
+"""tutorlib.gan: losses against torch.nn.functional and closed forms, metrics, the training loop."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from tutorlib import gan
+from tutorlib import ot as tot
+
+floats = st.floats(-30, 30, allow_nan=False, width=32)
+logit_lists = st.lists(floats, min_size=1, max_size=16)
+
+
+@given(logit_lists, logit_lists)
+@settings(max_examples=50, deadline=None)
+def test_discriminator_loss_is_bce(real, fake):
+    r, f = torch.tensor(real, dtype=torch.float64), torch.tensor(fake, dtype=torch.float64)
+    expected = F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) + F.binary_cross_entropy_with_logits(
+        f, torch.zeros_like(f)
+    )
+    assert gan.discriminator_loss(r, f).item() == pytest.approx(expected.item(), rel=1e-10, abs=1e-12)
+
+
+@given(logit_lists)
+@settings(max_examples=50, deadline=None)
+def test_generator_losses_match_their_formulas(fake):
+    f = torch.tensor(fake, dtype=torch.float64)
+    minimax = F.logsigmoid(-f).mean()  # E log(1 - D(G(z))), since 1 - sigmoid(l) = sigmoid(-l)
+    nonsat = -F.logsigmoid(f).mean()  # -E log D(G(z))
+    assert gan.generator_loss_minimax(f).item() == pytest.approx(minimax.item(), rel=1e-9, abs=1e-12)
+    assert gan.generator_loss_nonsaturating(f).item() == pytest.approx(nonsat.item(), rel=1e-9, abs=1e-12)
+
+
+def test_saturation_gradients():
+    """d/dl of the minimax loss is -sigmoid(l) -> 0; of the non-saturating loss -sigmoid(-l) -> -1."""
+    logit = torch.tensor([-10.0], dtype=torch.float64, requires_grad=True)
+    (g_mm,) = torch.autograd.grad(gan.generator_loss_minimax(logit), logit)
+    (g_ns,) = torch.autograd.grad(gan.generator_loss_nonsaturating(logit), logit)
+    assert g_mm.item() == pytest.approx(-1 / (1 + math.exp(10)), rel=1e-12)
+    assert g_ns.item() == pytest.approx(-1 / (1 + math.exp(-10)), rel=1e-12)
+
+
+def test_wgan_losses_are_the_kr_objective():
+    g = torch.Generator().manual_seed(0)
+    r, f = torch.randn(7, generator=g), torch.randn(5, generator=g)
+    assert gan.critic_loss_wgan(r, f).item() == pytest.approx((f.mean() - r.mean()).item(), abs=1e-7)
+    assert gan.generator_loss_wgan(f).item() == pytest.approx(-f.mean().item(), abs=1e-7)
+
+
+@pytest.mark.parametrize("w", [(3.0, 4.0), (0.6, 0.8), (0.0, 0.1), (-2.0, 0.0)])
+def test_gradient_penalty_on_linear_critic(w):
+    """A linear critic f(x) = w.x + b has gradient w everywhere: the penalty is (|w| - 1)^2 exactly."""
+    critic = nn.Linear(2, 1, dtype=torch.float64)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([w], dtype=torch.float64))
+        critic.bias.fill_(0.3)
+    f = lambda x: critic(x).squeeze(-1)  # noqa: E731
+    module = nn.Module()
+    module.forward = f  # type: ignore[method-assign]
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(64, 2, generator=g, dtype=torch.float64)
+    fake = torch.randn(64, 2, generator=g, dtype=torch.float64) + 1
+    norm = math.hypot(*w)
+    kr = (critic(fake).mean() - critic(real).mean()).item()
+    got = gan.critic_loss_wgan_gp(module, real, fake, gp_weight=10.0, generator=g).item()
+    assert got == pytest.approx(kr + 10.0 * (norm - 1) ** 2, rel=1e-10, abs=1e-10)
+
+
+def test_gradient_penalty_flows_to_critic():
+    torch.manual_seed(0)
+    critic = tot.Critic(2, 16)
+    real, fake = torch.randn(32, 2), torch.randn(32, 2)
+    gan.critic_loss_wgan_gp(critic, real, fake).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in critic.parameters())
+
+
+def test_clip_weights():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 4)
+    with torch.no_grad():
+        net.weight.mul_(100)
+    gan.clip_weights(net, 0.01)
+    assert all(p.abs().max() <= 0.01 for p in net.parameters())
+
+
+def test_ring_and_mode_coverage():
+    g = torch.Generator().manual_seed(0)
+    centers = gan.ring_centers(8, 2.0)
+    assert torch.allclose(centers.norm(dim=1), torch.full((8,), 2.0))
+    assert torch.allclose(centers[2], torch.tensor([0.0, 2.0]), atol=1e-6)
+    x = gan.ring_of_gaussians(4000, std=0.02, generator=g)
+    cov = gan.mode_coverage(x, centers, 0.02)
+    assert cov.modes_covered == 8
+    assert cov.high_quality > 0.98  # within 3 sigma in 2-D: 1 - exp(-9/2) = 0.989
+    assert sum(cov.counts) == round(cov.high_quality * 4000)
+    # a collapsed generator: all samples on one mode
+    collapsed = centers[3] + 0.01 * torch.randn(500, 2, generator=g)
+    cov = gan.mode_coverage(collapsed, centers, 0.02)
+    assert cov.modes_covered == 1 and cov.counts[3] == 500
+    # samples far from every mode are low quality
+    assert gan.mode_coverage(torch.zeros(100, 2), centers, 0.02).high_quality == 0.0
+
+
+def test_generator_shapes_and_skip():
+    torch.manual_seed(0)
+    net = gan.Generator(2, 2, 8, 2, skip=1.0)
+    z = torch.randn(5, 2)
+    assert net(z).shape == (5, 2)
+    assert torch.allclose(net(z) - net.net(z), z)
+    img = gan.Generator(16, 64, 32, 2, bounded=True)
+    out = img(torch.randn(5, 16) * 100)
+    assert out.shape == (5, 64) and out.abs().max() <= 1
+
+
+@pytest.mark.parametrize("loss", gan.LOSSES)
+def test_train_gan_runs_and_records_snapshots(loss):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    data = gan.ring_of_gaussians(512, generator=g)
+    cfg = gan.published_config(loss, steps=6, batch_size=16, snapshot_every=3, snapshot_size=32)
+    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), tot.Critic(2, 8), cfg, generator=g, progress=False)
+    assert [s.step for s in run.snapshots] == [0, 3, 6]
+    assert run.snapshots[0].fake.shape == (32, 2)
+    assert len(run.critic_losses) == len(run.generator_losses) == 6
+    assert all(math.isfinite(v) for v in run.critic_losses + run.generator_losses)
+    if loss == "wgan":
+        assert all(p.abs().max() <= cfg.clip for p in run.critic.parameters())
+
+
+def test_train_gan_is_deterministic():
+    def once():
+        g = torch.Generator().manual_seed(1)
+        torch.manual_seed(1)
+        data = gan.ring_of_gaussians(256, generator=g)
+        cfg = gan.GANConfig(steps=4, batch_size=16, snapshot_every=2, snapshot_size=8)
+        return gan.train_gan(data, gan.Generator(2, 2, 8, 1), tot.Critic(2, 8), cfg, g, progress=False)
+
+    a, b = once(), once()
+    assert torch.equal(a.snapshots[-1].fake, b.snapshots[-1].fake)
+
+
+def test_published_defaults():
+    cfg = gan.GANConfig()
+    published = ("wgan-gp", 5, 1e-4, (0.0, 0.9), 10.0)
+    assert (cfg.loss, cfg.n_critic, cfg.lr, cfg.betas, cfg.gp_weight) == published
+    wgan = gan.published_config("wgan")
+    assert (wgan.optimizer, wgan.lr, wgan.clip, wgan.n_critic) == ("rmsprop", 5e-5, 0.01, 5)
+    assert gan.published_config("nonsaturating", lr=1e-3).lr == 1e-3
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match=r"fake_logits must be a torch\.Tensor"):
+        gan.generator_loss_minimax([0.0])
+    with pytest.raises(ValueError, match=r"real_logits must have shape \(B,\)"):
+        gan.discriminator_loss(torch.zeros(3, 1), torch.zeros(3))
+    with pytest.raises(TypeError, match="floating-point"):
+        gan.critic_loss_wgan(torch.zeros(3, dtype=torch.int64), torch.zeros(3))
+    with pytest.raises(ValueError, match="real and fake must both have shape"):
+        gan.critic_loss_wgan_gp(tot.Critic(), torch.zeros(4, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="gp_weight must be finite and >= 0"):
+        gan.critic_loss_wgan_gp(tot.Critic(), torch.zeros(4, 2), torch.zeros(4, 2), gp_weight=-1.0)
+    with pytest.raises(TypeError, match=r"critic must be an nn\.Module"):
+        gan.critic_loss_wgan_gp(lambda x: x.sum(1), torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="clip must be finite and > 0"):
+        gan.clip_weights(nn.Linear(1, 1), 0.0)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        gan.ring_of_gaussians(0)
+    with pytest.raises(TypeError, match="modes must be an int"):
+        gan.ring_centers(8.0)
+    with pytest.raises(ValueError, match="std must be finite and > 0"):
+        gan.mode_coverage(torch.zeros(3, 2), gan.ring_centers(), -0.1)
+    with pytest.raises(ValueError, match="same dimension"):
+        gan.mode_coverage(torch.zeros(3, 3), gan.ring_centers(), 0.1)
+    with pytest.raises(ValueError, match="skip needs latent_dim == out_dim"):
+        gan.Generator(3, 2, skip=1.0)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        gan.published_config("hinge")
+    data = torch.zeros(10, 2)
+    with pytest.raises(ValueError, match=r"config\.loss must be one of"):
+        gan.train_gan(data, gan.Generator(), tot.Critic(), gan.GANConfig(loss="hinge"), progress=False)
+    with pytest.raises(ValueError, match=r"config\.steps must be >= 1"):
+        gan.train_gan(data, gan.Generator(), tot.Critic(), gan.GANConfig(steps=0), progress=False)
+    with pytest.raises(ValueError, match=r"data must have shape \(N, d\)"):
+        gan.train_gan(torch.zeros(10), gan.Generator(), tot.Critic(), progress=False)
+    with pytest.raises(TypeError, match="config must be a GANConfig"):
+        gan.train_gan(data, gan.Generator(), tot.Critic(), {"steps": 3}, progress=False)
+    with pytest.raises(TypeError, match="latent_dim"):
+        gan.train_gan(data, nn.Linear(2, 2), tot.Critic(), progress=False)
+
+
+def test_generator_grad_norm_matches_manual_backward():
+    torch.manual_seed(0)
+    net, critic = gan.Generator(2, 2, 8, 1), tot.Critic(2, 8)
+    z = torch.randn(16, 2)
+    gan.generator_loss_nonsaturating(critic(net(z))).backward()
+    manual = torch.cat([p.grad.flatten() for p in net.parameters()]).norm().item()
+    got = gan.generator_grad_norm(net, critic, gan.generator_loss_nonsaturating, z)
+    assert got == pytest.approx(manual, rel=1e-6)
+    with pytest.raises(TypeError, match="loss_fn must be a function"):
+        gan.generator_grad_norm(net, critic, "minimax", z)

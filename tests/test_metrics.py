@@ -1,0 +1,118 @@
+"""tutorlib.metrics: the Fréchet distance, against closed forms, and the digits feature score."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import wasserstein_distance
+
+from tutorlib import metrics
+
+
+@given(st.integers(1, 6), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_frechet_distance_diagonal_closed_form(d, seed):
+    """Diagonal covariances: d^2 = |mu1 - mu2|^2 + sum (sqrt s1 - sqrt s2)^2."""
+    rng = np.random.default_rng(seed)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    s1, s2 = rng.uniform(0.1, 3, size=d), rng.uniform(0.1, 3, size=d)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(s1) - np.sqrt(s2)) ** 2).sum()
+    got = metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
+    assert got == pytest.approx(expected, rel=1e-8, abs=1e-10)
+
+
+def test_frechet_distance_is_w2_squared_in_1d():
+    """In 1-D it is W2^2 between Gaussians; compare with SciPy's W1 of the quantile-matched samples."""
+    rng = np.random.default_rng(0)
+    q = (np.arange(200_000) + 0.5) / 200_000
+    from scipy.stats import norm
+
+    x, y = norm.ppf(q, 1.0, 2.0), norm.ppf(q, -0.5, 0.5)
+    w2_sq = np.mean((x - y) ** 2)  # sorted quantiles: the monotone (optimal) coupling
+    assert metrics.frechet_distance([1.0], [[4.0]], [-0.5], [[0.25]]) == pytest.approx(w2_sq, rel=1e-4)
+    # and W1 from SciPy bounds it: W1^2 <= W2^2
+    assert wasserstein_distance(x, y) ** 2 <= w2_sq + 1e-9
+    del rng
+
+
+def test_frechet_distance_zero_and_symmetric():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(50, 5))
+    b = rng.normal(size=(50, 5)) * 2
+    mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+    mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
+    assert abs(metrics.frechet_distance(mu1, s1, mu1, s1)) < 1e-8
+    assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        metrics.frechet_distance(mu2, s2, mu1, s1), rel=1e-8
+    )
+
+
+def test_gaussian_fit_matches_numpy():
+    f = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
+    mu, sigma = metrics.gaussian_fit(f)
+    np.testing.assert_allclose(mu, f.double().numpy().mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(f.double().numpy(), rowvar=False), rtol=1e-10)
+
+
+def _halves():
+    x, _ = metrics.load_digits_tensor()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[perm[:898]], x[perm[898:]]
+
+
+def test_classifier_is_deterministic_and_accurate():
+    x, y = metrics.load_digits_tensor()
+    state = torch.random.get_rng_state()
+    net = metrics.digits_classifier()
+    assert torch.equal(state, torch.random.get_rng_state()), "must not touch the global RNG"
+    assert (net(x / 16).argmax(1) == y).float().mean() > 0.97
+    assert metrics.digits_classifier() is net  # cached in-process
+
+
+def test_digits_fd_small_between_halves_and_grows_with_noise():
+    a, b = _halves()
+    g = torch.Generator().manual_seed(1)
+    base = metrics.digits_frechet_distance(a, b)
+    scores = [base] + [
+        metrics.digits_frechet_distance(a, (b + s * torch.randn(b.shape, generator=g)).clamp(0, 16))
+        for s in (1.0, 2.0, 4.0, 8.0)
+    ]
+    assert all(s1 < s2 for s1, s2 in itertools.pairwise(scores)), scores
+    noise = metrics.digits_frechet_distance(a, 16 * torch.rand(898, 64, generator=g))
+    assert base < 0.05 * noise, (base, noise)
+
+
+def test_digits_fd_accepts_8x8_images():
+    a, b = _halves()
+    assert metrics.digits_frechet_distance(a.reshape(-1, 8, 8), b) == pytest.approx(
+        metrics.digits_frechet_distance(a, b), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        ([[0.0] * 64] * 3, TypeError, "x must be"),
+        (torch.zeros(3, 64, dtype=torch.int64), TypeError, "floating-point"),
+        (torch.zeros(3, 63), ValueError, r"\(N, 64\)"),
+        (torch.zeros(1, 64), ValueError, "N >= 2"),
+        (torch.full((3, 64), float("nan")), ValueError, "finite"),
+    ],
+)
+def test_bad_images(x, error, match):
+    with pytest.raises(error, match=match):
+        metrics.digits_frechet_distance(x, torch.zeros(3, 64))
+
+
+def test_bad_gaussians():
+    with pytest.raises(ValueError, match="mu1 and mu2"):
+        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(2))
+    with pytest.raises(ValueError, match="sigma1 and sigma2"):
+        metrics.frechet_distance(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="features"):
+        metrics.gaussian_fit(torch.zeros(1, 4))
+    with pytest.raises(TypeError, match="features"):
+        metrics.gaussian_fit([[1.0]])
