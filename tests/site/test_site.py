@@ -119,3 +119,10 @@ def test_screenshots_and_no_horizontal_scroll(open_page, path, width, label):
     page.screenshot(path=str(SCREENSHOTS / f"{stem}-{label}.png"), full_page=False)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"the page is {overflow}px wider than a {width}px screen"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_no_page_scrolls_sideways_on_a_phone(open_page, path):
+    page, _ = open_page(path, width=390, height=844)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"{path} is {overflow}px wider than a 390px phone screen"
