@@ -24,13 +24,7 @@ from tutorlib import flash as fl
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tiles are overhead-bound, and two threads on a shared 2-core machine can be 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def qkv(B, H, n_q, n_k, d, dtype=torch.float64, seed=0, requires_grad=False):

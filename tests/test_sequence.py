@@ -19,12 +19,7 @@ from tutorlib import sequence as sq
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randn(*shape, seed=0, requires_grad=False):

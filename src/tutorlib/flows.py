@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tutorlib.validation import check_int
+
 LOG_2PI = math.log(2 * math.pi)
 
 #: The 2-D toy data sets of :func:`sample_2d`.
@@ -79,11 +81,7 @@ def _check_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return check_int(name, value, minimum)
 
 
 # --------------------------------------------------------------------------------------------

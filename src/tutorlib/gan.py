@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tutorlib import ot as tot
+from tutorlib.validation import check_int
 
 __all__ = [
     "LOSSES",
@@ -88,11 +89,7 @@ def _as_scores(x: object, name: str) -> torch.Tensor:
 
 
 def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return check_int(name, value, 1)
 
 
 def _positive_float(value: object, name: str, allow_zero: bool = False) -> float:

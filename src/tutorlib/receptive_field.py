@@ -44,18 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from tutorlib.validation import check_int
+
 
 # --------------------------------------------------------------------------------------------
 # 1. one layer, and the field of a stack of layers
 # --------------------------------------------------------------------------------------------
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class LayerSpec:
     """One convolution or pooling layer along one spatial axis.
@@ -85,12 +79,12 @@ class LayerSpec:
     padding_right: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("kernel_size", self.kernel_size, 1)
-        _check_int("stride", self.stride, 1)
-        _check_int("padding", self.padding, 0)
-        _check_int("dilation", self.dilation, 1)
+        check_int("kernel_size", self.kernel_size, 1)
+        check_int("stride", self.stride, 1)
+        check_int("padding", self.padding, 0)
+        check_int("dilation", self.dilation, 1)
         if self.padding_right is not None:
-            _check_int("padding_right", self.padding_right, 0)
+            check_int("padding_right", self.padding_right, 0)
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str, got {type(self.name).__name__}")
 
@@ -105,7 +99,7 @@ class LayerSpec:
         Raises:
             ValueError: the padded input is shorter than the kernel (no output at all).
         """
-        _check_int("n", n, 1)
+        check_int("n", n, 1)
         right = self.padding if self.padding_right is None else self.padding_right
         padded = n + self.padding + right
         if padded < self.effective_kernel_size:
@@ -253,7 +247,7 @@ def receptive_field_support(layers: Sequence[LayerSpec]) -> torch.Tensor:
 def output_sizes(layers: Sequence[LayerSpec], input_size: int) -> list[int]:
     """The length of every layer's output for an input of ``input_size`` positions."""
     layers = _check_layers(layers)
-    n = _check_int("input_size", input_size, 1)
+    n = check_int("input_size", input_size, 1)
     sizes = []
     for layer in layers:
         n = layer.output_size(n)
@@ -274,7 +268,7 @@ def centred_input_size(layers: Sequence[LayerSpec], minimum: int = 1) -> int:
     """
     layers = _check_layers(layers)
     rf = receptive_field(layers)
-    start = max(_check_int("minimum", minimum, 1), rf.size)
+    start = max(check_int("minimum", minimum, 1), rf.size)
     for n in range(start, start + 4 * (rf.size + rf.padding + rf.stride) + 16):
         try:
             n_out = output_sizes(layers, n)[-1] if layers else n
@@ -301,9 +295,9 @@ def tf_same_padding(input_size: int, kernel_size: int, stride: int, dilation: in
     Returns:
         ``(left, right)``.
     """
-    n = _check_int("input_size", input_size, 1)
-    k_eff = _check_int("dilation", dilation, 1) * (_check_int("kernel_size", kernel_size, 1) - 1) + 1
-    s = _check_int("stride", stride, 1)
+    n = check_int("input_size", input_size, 1)
+    k_eff = check_int("dilation", dilation, 1) * (check_int("kernel_size", kernel_size, 1) - 1) + 1
+    s = check_int("stride", stride, 1)
     total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
     return total // 2, total - total // 2
 
@@ -317,7 +311,7 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
             f"input_size must be (channels, *spatial), e.g. (3, 224, 224), got {input_size!r}"
         )
     for i, v in enumerate(input_size):
-        _check_int(f"input_size[{i}]", v, 1)
+        check_int(f"input_size[{i}]", v, 1)
     return tuple(input_size)
 
 
@@ -528,7 +522,7 @@ def conv_stack(layers: Sequence[LayerSpec], dims: int = 1, channels: int = 1) ->
     layers = _check_layers(layers)
     if dims not in (1, 2, 3):
         raise ValueError(f"dims must be 1, 2 or 3, got {dims}")
-    _check_int("channels", channels, 1)
+    check_int("channels", channels, 1)
     conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
     modules = OrderedDict()
     for i, layer in enumerate(layers):
@@ -553,9 +547,9 @@ class SamePad(nn.Module):
 
     def __init__(self, kernel_size: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.kernel_size = _check_int("kernel_size", kernel_size, 1)
-        self.stride = _check_int("stride", stride, 1)
-        self.dilation = _check_int("dilation", dilation, 1)
+        self.kernel_size = check_int("kernel_size", kernel_size, 1)
+        self.stride = check_int("stride", stride, 1)
+        self.dilation = check_int("dilation", dilation, 1)
 
     def padding_for(self, n: int) -> tuple[int, int]:
         """(left, right) zeros for an axis of ``n`` positions."""
@@ -973,9 +967,9 @@ def random_conv_stack(depth: int, kernel_size: int = 3, channels: int = 8, activ
                       generator: torch.Generator | None = None) -> nn.Sequential:
     """``depth`` 2-D convolutions ``kernel_size``×``kernel_size`` without padding, He-normal weights,
     no bias, each followed by a ReLU (``activation=True``); one input channel."""
-    _check_int("depth", depth, 1)
-    _check_int("kernel_size", kernel_size, 1)
-    _check_int("channels", channels, 1)
+    check_int("depth", depth, 1)
+    check_int("kernel_size", kernel_size, 1)
+    check_int("channels", channels, 1)
     layers: list[nn.Module] = []
     for i in range(depth):
         conv = nn.Conv2d(1 if i == 0 else channels, channels, kernel_size, bias=False)
@@ -1004,8 +998,8 @@ def effective_receptive_field(depth: int, kernel_size: int = 3, channels: int = 
         Luo, Li, Urtasun & Zemel (2016), "Understanding the effective receptive field in deep
         convolutional neural networks", NeurIPS, §2.
     """
-    _check_int("n_nets", n_nets, 1)
-    _check_int("batch", batch, 1)
+    check_int("n_nets", n_nets, 1)
+    check_int("batch", batch, 1)
     r = depth * (kernel_size - 1) + 1
     generator = torch.Generator().manual_seed(seed)
     energy = torch.zeros(r, r)

@@ -40,17 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tutorlib.validation import check_int
+
 # --------------------------------------------------------------------------------------------
 # argument checks shared by the public functions
 # --------------------------------------------------------------------------------------------
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
+    return check_int(name, value, 1)
 
 
 def _tensor(name: str, x: object, ndim: int | None = None, shape_hint: str = "") -> torch.Tensor:
