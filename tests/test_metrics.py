@@ -116,3 +116,42 @@ def test_bad_gaussians():
         metrics.gaussian_fit(torch.zeros(1, 4))
     with pytest.raises(TypeError, match="features"):
         metrics.gaussian_fit([[1.0]])
+
+
+# --- sample_wasserstein: exact W_p between point clouds -------------------------------------
+def test_sample_wasserstein_of_a_translation_is_its_length():
+    # any coupling moves every point by the same vector, so W_p = |shift| for p = 1, 2
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shift = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    assert metrics.sample_wasserstein(x, x + shift, p=1) == pytest.approx(5.0, abs=1e-9)
+    assert metrics.sample_wasserstein(x, x + shift, p=2) == pytest.approx(5.0, abs=1e-9)
+
+
+def test_sample_wasserstein_matches_the_1d_sorted_formula():
+    # in 1-D the optimal coupling pairs sorted samples (monotone rearrangement)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(200, 1, generator=g), 2 * torch.rand(200, 1, generator=g)
+    expected = (x.sort(0).values - y.sort(0).values).double().pow(2).mean().sqrt().item()
+    assert metrics.sample_wasserstein(x, y) == pytest.approx(expected, rel=1e-9)
+
+
+def test_sample_wasserstein_is_zero_on_itself_and_symmetric():
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(2))
+    y = torch.randn(20, 3, generator=torch.Generator().manual_seed(3))
+    assert metrics.sample_wasserstein(x, x) == pytest.approx(0.0, abs=1e-7)
+    assert metrics.sample_wasserstein(x, y) == pytest.approx(metrics.sample_wasserstein(y, x), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "p", "error", "match"),
+    [
+        (torch.zeros(3, 2), torch.zeros(3, 3), 2, ValueError, "same dimension"),
+        (torch.zeros(3), torch.zeros(3, 1), 2, ValueError, "x must have shape"),
+        (torch.zeros(3, 2), torch.zeros(3, 2), 3, ValueError, "p must be 1 or 2"),
+        (torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2), 2, TypeError, "floating-point"),
+        (torch.zeros(3, 2), torch.full((3, 2), float("nan")), 2, ValueError, "NaN"),
+    ],
+)
+def test_sample_wasserstein_rejects_bad_input(x, y, p, error, match):
+    with pytest.raises(error, match=match):
+        metrics.sample_wasserstein(x, y, p=p)

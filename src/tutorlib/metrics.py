@@ -37,6 +37,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_fit",
     "load_digits_tensor",
+    "sample_wasserstein",
 ]
 
 
@@ -148,3 +149,46 @@ def digits_frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     """
     fx, fy = digit_features(_as_images(x, "x")), digit_features(_as_images(y, "y"))
     return frechet_distance(*gaussian_fit(fx), *gaussian_fit(fy))
+
+
+def sample_wasserstein(x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:
+    r"""The exact :math:`p`-Wasserstein distance between two equal-weight point clouds.
+
+    .. math::  W_p(\hat\mu_x, \hat\mu_y) = \Big(\min_{P \in U(\frac1n \mathbf 1, \frac1m \mathbf 1)}
+               \sum_{ij} P_{ij} \lVert x_i - y_j \rVert^p\Big)^{1/p}
+
+    The sample-quality score for low-dimensional data (2-D toys): it is zero only when the two
+    clouds coincide, and it sees both missing modes and blurred samples. Between two samples of
+    the *same* distribution it is not zero but shrinks as :math:`n` grows (about
+    :math:`n^{-1/2}` in 2-D), so compare it with that floor (score a held-out real sample too).
+    Solved with POT's network simplex (``ot.emd2``); :mod:`tutorlib.ot` teaches the same linear
+    program.
+
+    Args:
+        x: ``(n, d)``; y: ``(m, d)``; float tensors or arrays.
+        p: 1 or 2.
+    """
+    import ot as pot
+
+    xs = _as_points(x, "x")
+    ys = _as_points(y, "y")
+    if xs.shape[1] != ys.shape[1]:
+        raise ValueError(f"x and y must have the same dimension d, got {xs.shape[1]} and {ys.shape[1]}")
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    M = pot.dist(xs, ys, metric="sqeuclidean" if p == 2 else "euclidean")
+    cost = pot.emd2(np.full(len(xs), 1 / len(xs)), np.full(len(ys), 1 / len(ys)), M, numItermax=10**7)
+    return float(cost) ** (1 / p)
+
+
+def _as_points(x: object, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
+        kind = f"{type(x).__name__} of {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{name} must be a floating-point torch.Tensor or NumPy array, got {kind}")
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"{name} must have shape (n, d) with n >= 1, got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x.astype(np.float64)
