@@ -1,0 +1,185 @@
+"""tutorlib.detection_models: the synthetic shapes, CenterNet and YOLO v1 heads, training, COCO export."""
+
+import contextlib
+import io
+import math
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from tutorlib import detection as D
+from tutorlib import detection_models as M
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_shapes_are_seeded_and_boxes_fit_the_image():
+    a_images, a_targets = M.make_shapes(20, generator=torch.Generator().manual_seed(3))
+    b_images, b_targets = M.make_shapes(20, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a_images, b_images)
+    assert all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(a_targets, b_targets, strict=True))
+    config = M.ShapesConfig()
+    assert a_images.shape == (20, 3, config.image_size, config.image_size)
+    boxes = torch.cat([t["boxes"] for t in a_targets])
+    labels = torch.cat([t["labels"] for t in a_targets])
+    assert boxes.min() >= 0 and boxes.max() <= config.image_size
+    side = boxes[:, 2] - boxes[:, 0]
+    assert torch.allclose(side, boxes[:, 3] - boxes[:, 1]) and side.min() >= config.min_size - 1e-4
+    assert side.max() <= config.max_size + 1e-4
+    assert set(labels.tolist()) == {0, 1, 2}
+    for t in a_targets:  # objects overlap little
+        iou = D.box_iou(t["boxes"], t["boxes"]).fill_diagonal_(0)
+        assert 1 <= len(t["boxes"]) <= config.max_objects and iou.max() <= config.max_overlap + 1e-6
+
+
+def test_shapes_are_drawn_inside_their_boxes():
+    config = M.ShapesConfig(noise=0.0, max_objects=1)
+    images, targets = M.make_shapes(10, config, torch.Generator().manual_seed(0))
+    ys, xs = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    for image, t in zip(images, targets, strict=True):
+        x1, y1, x2, y2 = t["boxes"][0].tolist()
+        inside = (xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)
+        # the background is a gentle ramp (< 0.003 per pixel): every sharp edge is the shape's
+        jump_x = (image[:, :, 1:] - image[:, :, :-1]).abs().amax(0) > 0.02  # (64, 63)
+        jump_y = (image[:, 1:] - image[:, :-1]).abs().amax(0) > 0.02  # (63, 64)
+        assert jump_x.any() and jump_y.any()
+        assert not (jump_x & ~(inside[:, 1:] | inside[:, :-1])).any()
+        assert not (jump_y & ~(inside[1:] | inside[:-1])).any()
+
+
+def test_shapes_errors():
+    with pytest.raises(TypeError, match="n_images must be an int"):
+        M.make_shapes(2.0)
+    with pytest.raises(ValueError, match="min_size <= max_size < image_size"):
+        M.make_shapes(2, M.ShapesConfig(max_size=80))
+
+
+@pytest.mark.parametrize("fpn,grid", [(False, 4), (True, 16)])
+def test_detector_shapes_and_gradients(fpn, grid):
+    model = M.TinyDetector(7, fpn=fpn, width=8)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 7, grid, grid) and model.stride == 64 // grid
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_centernet_targets_and_perfect_decoding():
+    targets = [
+        {
+            "boxes": torch.tensor([[3.0, 5.0, 13.0, 15.0], [30.0, 20.0, 58.0, 48.0]]),
+            "labels": torch.tensor([2, 0]),
+        }
+    ]
+    t = M.centernet_targets(targets, num_classes=3, grid=16, stride=4)
+    assert t["heatmap"][0, 2, 2, 2] == 1 and t["heatmap"][0, 0, 8, 11] == 1  # centre cells (row, col)
+    assert int((t["heatmap"] == 1).sum()) == 2 and t["mask"].sum() == 2
+    torch.testing.assert_close(t["offset"][0, :, 2, 2], torch.tensor([8 / 4 - 2, 10 / 4 - 2]))
+    torch.testing.assert_close(t["size"][0, :, 8, 11], torch.tensor([math.log(7.0), math.log(7.0)]))
+    # a "perfect" head output decodes back to the targets
+    logits = torch.where(t["heatmap"] == 1, 10.0, -10.0)
+    output = torch.cat([logits, t["size"], t["offset"]], dim=1)
+    decoded = M.decode_centernet(output, stride=4, num_classes=3, top_k=2)[0]
+    order = decoded["labels"].argsort(descending=True)
+    torch.testing.assert_close(decoded["boxes"][order], targets[0]["boxes"])
+    assert decoded["labels"][order].tolist() == [2, 0]
+    assert torch.all(M.centernet_loss(output, t) < 0.01)
+
+
+def test_centernet_peaks_only_drops_neighbours():
+    output = torch.full((1, 5, 4, 4), -10.0)
+    output[0, 0, 1, 1], output[0, 0, 1, 2], output[0, 0, 3, 3] = 3.0, 2.0, 1.0
+    all_cells = M.decode_centernet(output, 16, 1, top_k=3)[0]
+    peaks = M.decode_centernet(output, 16, 1, top_k=3, peaks_only=True)[0]
+    assert (all_cells["scores"] > 0.5).sum() == 3 and (peaks["scores"] > 0.5).sum() == 2
+    with pytest.raises(ValueError, match=r"output must have shape \(B, num_classes \+ 4 = 5, H, W\)"):
+        M.decode_centernet(output[:, :4], 16, 1)
+
+
+def test_focal_loss_by_hand():
+    logits = torch.tensor([[[[0.0, math.log(3.0)]]]])  # p = 0.5 on a centre, p = 0.75 off it
+    heatmap = torch.tensor([[[[1.0, 0.5]]]])
+    expected = -(0.5**2 * math.log(0.5)) - (0.5**4 * 0.75**2 * math.log(0.25))
+    assert M.focal_loss_centernet(logits, heatmap).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_yolo_v1_targets_loss_and_decoding():
+    targets = [
+        {
+            "boxes": torch.tensor([[4.0, 4.0, 20.0, 12.0], [40.0, 36.0, 60.0, 62.0]]),
+            "labels": torch.tensor([1, 0]),
+        }
+    ]
+    t = M.yolo_v1_targets(targets, grid=4, num_classes=2, image_size=64)
+    assert t.shape == (1, 4, 4, 7) and t[..., 0].sum() == 2
+    assert t[0, 0, 0, :5].tolist() == pytest.approx(
+        [1.0, 12 / 16, 8 / 16, math.sqrt(16 / 64), math.sqrt(8 / 64)]
+    )
+    # a perfect output: box 1 of each cell = target, box 2 = a shifted box with confidence 0
+    box = t[..., :5]
+    output = torch.cat(
+        [box, (box + 0.3) * torch.tensor([0.0, 1, 1, 1, 1]), t[..., 5:]], dim=-1
+    )  # (1, 4, 4, 12)
+    assert M.yolo_v1_loss(output, t, image_size=64).item() == pytest.approx(0.0, abs=1e-10)
+    worse = output.clone()
+    worse[0, 0, 0, 3] += 0.1  # sqrt(w / 64): 0.5 -> 0.6, w: 16 -> 23.04, so IoU = 16 / 23.04
+    expected = 5 * 0.1**2 + (1 - 16 / 23.04) ** 2  # coordinates, and confidence 1 vs the IoU
+    assert M.yolo_v1_loss(worse, t, image_size=64).item() == pytest.approx(expected, rel=1e-4)
+    decoded = M.decode_yolo_v1(output * torch.cat([torch.ones(10), 10 * torch.ones(2)]), image_size=64)[0]
+    best = decoded["scores"].topk(2).indices
+    found = sorted(decoded["boxes"][best].tolist())
+    torch.testing.assert_close(torch.tensor(found), targets[0]["boxes"][[0, 1]])
+    assert len(decoded["boxes"]) == 4 * 4 * 2
+
+
+def test_training_reduces_the_loss_and_detect_returns_sets():
+    images, targets = M.make_shapes(16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = M.TinyDetector(7, fpn=True, width=8)
+    M.init_head_prior(model, 3)
+    losses = M.train_detector(
+        model, images, targets, 3, M.TrainConfig(steps=40, batch_size=8, lr=1e-2), progress=False
+    )
+    assert len(losses) == 40 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) < 0.75 * sum(losses[:5])
+    preds = M.detect(model, images[:4], 3)
+    assert len(preds) == 4
+    for p in preds:
+        assert set(p) == {"boxes", "scores", "labels"} and torch.all(p["scores"] >= 0.05)
+        kept = D.batched_nms(p["boxes"], p["scores"], p["labels"], 0.5)
+        assert len(kept) == len(p["scores"])  # NMS already applied
+    with pytest.raises(ValueError, match="same length"):
+        M.train_detector(model, images, targets[:3], 3, progress=False)
+
+
+def test_to_coco_gives_cocoeval_our_map():
+    _, targets = M.make_shapes(6, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(0)
+    preds = []
+    for t in targets:
+        boxes = t["boxes"] + torch.randn(len(t["boxes"]), 4, generator=g)
+        boxes = torch.cat(
+            [torch.minimum(boxes[:, :2], boxes[:, 2:]), torch.maximum(boxes[:, :2], boxes[:, 2:])], 1
+        )
+        preds.append({"boxes": boxes, "scores": torch.rand(len(boxes), generator=g), "labels": t["labels"]})
+    dataset, results = M.to_coco(preds, targets, 3)
+    gt = COCO()
+    gt.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    ours = D.mean_average_precision(preds, targets)
+    assert ours["map"] == pytest.approx(ev.stats[0], abs=1e-6)
+    assert ours["map_50"] == pytest.approx(ev.stats[1], abs=1e-6)
+
+
+def test_crowded_scene():
+    gt, boxes, scores, owner = M.crowded_scene(6, 5)
+    assert gt.shape == (6, 4) and boxes.shape == (30, 4) and scores.shape == owner.shape == (30,)
+    neighbours = torch.diag(D.box_iou(gt[:-1], gt[1:]))
+    assert neighbours.min() > 0.1 and neighbours.max() < 0.7
+    assert torch.all((scores >= 0) & (scores <= 1))
