@@ -1,0 +1,1118 @@
+"""tutorlib.rl: policy gradients, actor-critic and DDPG on gymnasium's classic-control tasks.
+
+Taught in the chapter "Reinforcement learning I: actor-critic and DDPG"
+(``book/rl_actor_critic.md``, label ``chapter-rl_actor_critic``).
+
+The module reads top to bottom, in the order of the chapter:
+
+1. returns and advantages (:func:`discounted_returns`, :func:`gae`), pure functions of tensors
+   laid out time-major, ``(T,)`` or ``(T, N)`` for ``T`` steps of ``N`` parallel environments;
+2. REINFORCE with and without a baseline (:func:`reinforce_loss`, :func:`train_reinforce`) and
+   the per-sample gradients used to measure the variance a baseline removes
+   (:func:`per_sample_policy_gradients`);
+3. an advantage actor-critic on gymnasium vector environments (:class:`ActorCriticConfig`,
+   :func:`actor_critic_loss`, :func:`train_actor_critic`). With ``clip_coef=None``, one epoch and
+   one minibatch it is A2C; with a clip it is PPO's clipped objective, which is an actor-critic too;
+4. DDPG (:class:`ReplayBuffer`, :func:`polyak_update`, :func:`gaussian_exploration`,
+   :func:`ddpg_losses`, :func:`train_ddpg`);
+5. greedy evaluation over fixed seeds (:func:`evaluate`), episode recording and drawing the
+   cart-pole and the pendulum with matplotlib from the environment state (no pygame).
+
+Terminated versus truncated. gymnasium reports two ways an episode ends. ``terminated``: the
+task reached a terminal state (the pole fell); there is no future, so nothing is bootstrapped.
+``truncated``: a time limit cut the episode (CartPole at 500 steps, Pendulum at 200); the state
+still has a future worth :math:`V(s_{t+1})`, so the target bootstraps from the value of the true
+next observation, but the advantage recursion must not run into the next episode. Every function
+here takes both flags, and the training loops store the true next observation (gymnasium's
+``final_obs``) for steps where an episode ended.
+
+Legend (code -> paper): ``gamma`` -> :math:`\\gamma`, ``gae_lambda``/``lam`` -> :math:`\\lambda`,
+``tau`` -> :math:`\\tau` (Polyak), ``clip_coef`` -> :math:`\\epsilon` (PPO),
+``next_values`` -> :math:`V(s_{t+1})`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import gymnasium as gym
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from matplotlib.axes import Axes
+from torch import nn
+
+from tutorlib.validation import check_int
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_unit_interval(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
+    if not (0.0 <= value <= 1.0):  # also rejects nan
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def _check_positive(name: str, value: object, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not (value > 0 or (allow_zero and value == 0)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return float(value)
+
+
+def _check_tensor(name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dim() not in (1, 2):
+        raise ValueError(f"{name} must have shape (T,) or (T, N), got {tuple(value.shape)}")
+    return value
+
+
+def _check_same_shape(reference: str, shape: torch.Size, **tensors: torch.Tensor | None) -> None:
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        _check_tensor(name, tensor)
+        if tensor.shape != shape:
+            raise ValueError(
+                f"{name} must have the shape of {reference} {tuple(shape)}, got {tuple(tensor.shape)}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Returns and advantages
+# ---------------------------------------------------------------------------------------------
+
+
+def discounted_returns(
+    rewards: torch.Tensor,
+    gamma: float,
+    terminated: torch.Tensor | None = None,
+    truncated: torch.Tensor | None = None,
+    next_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Discounted return of every step, computed backwards through episode boundaries.
+
+    .. math::
+
+        G_t = r_t + \gamma \begin{cases}
+            0 & \text{if the episode terminated at } t,\\
+            V(s_{t+1}) & \text{if it was truncated at } t \text{ or } t = T-1 \text{ (bootstrap)},\\
+            G_{t+1} & \text{otherwise.}
+        \end{cases}
+
+    With ``next_values=None`` the bootstrap values are 0: the Monte-Carlo return of complete
+    episodes, as REINFORCE uses it.
+
+    Args:
+        rewards: :math:`r_t`, shape ``(T,)`` or ``(T, N)`` (time first).
+        gamma: discount :math:`\gamma \in [0, 1]`.
+        terminated: bool, same shape; true where the step ended the episode in a terminal state.
+        truncated: bool, same shape; true where a time limit cut the episode after the step.
+        next_values: :math:`V(s_{t+1})` of the true next observation, same shape; only read at
+            truncated steps and at the last step ``T - 1``.
+
+    Returns:
+        :math:`G_t`, the shape and dtype of ``rewards``.
+
+    Raises:
+        TypeError, ValueError: a tensor of the wrong type or shape, ``gamma`` outside [0, 1].
+    """
+    _check_tensor("rewards", rewards)
+    gamma = _check_unit_interval("gamma", gamma)
+    _check_same_shape("rewards", rewards.shape, terminated=terminated, truncated=truncated,
+                      next_values=next_values)
+    terminated = torch.zeros_like(rewards, dtype=torch.bool) if terminated is None else terminated.bool()
+    truncated = torch.zeros_like(rewards, dtype=torch.bool) if truncated is None else truncated.bool()
+    next_values = torch.zeros_like(rewards) if next_values is None else next_values.to(rewards.dtype)
+    returns = torch.empty_like(rewards)
+    future = next_values[-1]  # bootstrap after the last step of the rollout
+    for t in reversed(range(rewards.shape[0])):
+        future = torch.where(truncated[t], next_values[t], future)  # cut here, bootstrap
+        future = torch.where(terminated[t], torch.zeros_like(future), future)  # no future at all
+        returns[t] = rewards[t] + gamma * future
+        future = returns[t]
+    return returns
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Generalised advantage estimation (Schulman et al., 2016), episode-boundary aware.
+
+    .. math::
+
+        \delta_t = r_t + \gamma (1 - \mathrm{term}_t)\, V(s_{t+1}) - V(s_t), \qquad
+        \hat A_t = \delta_t + \gamma\lambda\,(1 - \mathrm{done}_t)\, \hat A_{t+1},
+
+    with :math:`\mathrm{done}_t = \mathrm{term}_t \lor \mathrm{trunc}_t` and
+    :math:`\hat A_T = 0`. :math:`\lambda = 0` gives the one-step TD error, :math:`\lambda = 1`
+    the Monte-Carlo return minus :math:`V(s_t)` (bootstrapped at truncations and at the end of
+    the rollout). The critic's regression target is :math:`\hat A_t + V(s_t)`.
+
+    Args:
+        rewards: :math:`r_t`, shape ``(T,)`` or ``(T, N)``.
+        values: :math:`V(s_t)`, same shape.
+        next_values: :math:`V(s_{t+1})` of the true next observation (the final observation
+            where the episode ended), same shape.
+        terminated, truncated: bool, same shape (see :func:`discounted_returns`).
+        gamma: discount :math:`\gamma \in [0, 1]`.
+        lam: :math:`\lambda \in [0, 1]`, the bias-variance knob.
+
+    Returns:
+        ``(advantages, returns)``, each the shape of ``rewards``.
+
+    References:
+        Schulman, Moritz, Levine, Jordan, Abbeel. High-dimensional continuous control using
+        generalized advantage estimation. ICLR 2016.
+    """
+    _check_tensor("rewards", rewards)
+    gamma = _check_unit_interval("gamma", gamma)
+    lam = _check_unit_interval("lam", lam)
+    _check_same_shape("rewards", rewards.shape, values=values, next_values=next_values,
+                      terminated=terminated, truncated=truncated)
+    terminated, truncated = terminated.bool(), truncated.bool()
+    not_terminal = (~terminated).to(rewards.dtype)
+    not_done = (~(terminated | truncated)).to(rewards.dtype)
+    deltas = rewards + gamma * not_terminal * next_values - values
+    advantages = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = deltas[t] + gamma * lam * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks (CleanRL's: two tanh layers of 64, orthogonal initialisation)
+# ---------------------------------------------------------------------------------------------
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights with gain ``std`` and a constant bias, as in CleanRL and SB3."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(sizes: Sequence[int], out_std: float, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    """``Linear -> activation -> ... -> Linear``; the last layer is initialised with gain ``out_std``."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        last = i == len(sizes) - 2
+        layers.append(layer_init(nn.Linear(n_in, n_out), out_std if last else math.sqrt(2)))
+        if not last:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """A categorical policy :math:`\\pi_\\theta(a\\mid s)` (the actor) and :math:`V_\\phi(s)` (the critic).
+
+    Separate networks, as in CleanRL's ``ppo.py``: ``actor`` maps an observation ``(B, obs_dim)``
+    to logits ``(B, n_actions)``, ``critic`` maps it to a value ``(B, 1)``.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.actor = mlp([obs_dim, hidden, hidden, n_actions], out_std=0.01)
+        self.critic = mlp([obs_dim, hidden, hidden, 1], out_std=1.0)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """:math:`V(s)`, shape ``(B,)``."""
+        return self.critic(obs).squeeze(-1)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.actor(obs), validate_args=False)
+
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action of every observation, shape ``(B,)``."""
+        return self.actor(obs).argmax(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector environments and episode bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+
+def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of ``env_id`` that reset in the same step an episode ends.
+
+    ``AutoresetMode.SAME_STEP``: the observation returned at the end of an episode is already
+    the first one of the next; the true last observation is in ``info["final_obs"]``.
+    """
+    check_int("num_envs", num_envs)
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+
+
+def true_next_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
+    """The observation each environment actually reached (``final_obs`` where an episode ended)."""
+    if "_final_obs" not in info:
+        return next_obs
+    out = next_obs.copy()
+    ended = info["_final_obs"]
+    out[ended] = np.stack(info["final_obs"][ended])
+    return out
+
+
+class EpisodeTracker:
+    """Sums rewards per environment and logs ``(global step, episode return)`` when episodes end."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.running = np.zeros(num_envs)
+        self.steps: list[int] = []
+        self.returns: list[float] = []
+
+    def update(self, rewards: np.ndarray, done: np.ndarray, global_step: int) -> None:
+        self.running += rewards
+        for i in np.flatnonzero(done):
+            self.steps.append(global_step)
+            self.returns.append(float(self.running[i]))
+            self.running[i] = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns.
+
+    Attributes:
+        model: the trained network(s) (for DDPG, the actor).
+        steps, returns: the training episodes' returns and the environment step each ended at.
+        checkpoints: environment step -> a copy of the model's ``state_dict`` at that step.
+        env_steps: environment steps taken, summed over parallel environments.
+        seconds: wall time of the training loop.
+        history: per-update diagnostics (losses), by name.
+    """
+
+    model: nn.Module
+    steps: list[int]
+    returns: list[float]
+    checkpoints: dict[int, dict[str, torch.Tensor]]
+    env_steps: int
+    seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, disable=not enabled, unit="step")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. REINFORCE and the variance of the policy gradient
+# ---------------------------------------------------------------------------------------------
+
+
+def reinforce_loss(
+    log_probs: torch.Tensor, returns: torch.Tensor, baseline: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""The REINFORCE surrogate whose gradient is the policy-gradient estimate (Williams, 1992).
+
+    .. math::
+
+        L(\theta) = -\frac{1}{B}\sum_{i=1}^{B} \log\pi_\theta(a_i \mid s_i)\,\bigl(G_i - b(s_i)\bigr),
+        \qquad -\nabla_\theta L = \hat g.
+
+    Any baseline :math:`b(s)` that does not depend on the action leaves :math:`\mathbb{E}[\hat g]`
+    unchanged, because :math:`\mathbb{E}_{a\sim\pi}[\nabla_\theta\log\pi_\theta(a\mid s)] = 0`; a
+    good one lowers its variance. The baseline is detached: it is not trained through this loss.
+
+    Args:
+        log_probs: :math:`\log\pi_\theta(a_i\mid s_i)`, shape ``(B,)``, with gradient.
+        returns: :math:`G_i`, shape ``(B,)``.
+        baseline: :math:`b(s_i)`, shape ``(B,)`` or a scalar tensor, or ``None`` for no baseline.
+
+    References:
+        Williams. Simple statistical gradient-following algorithms for connectionist
+        reinforcement learning. Machine Learning 8, 1992.
+    """
+    if not isinstance(log_probs, torch.Tensor) or not isinstance(returns, torch.Tensor):
+        raise TypeError("log_probs and returns must be torch.Tensors")
+    if log_probs.dim() != 1 or returns.shape != log_probs.shape:
+        raise ValueError(
+            f"log_probs and returns must both have shape (B,), got {tuple(log_probs.shape)} and "
+            f"{tuple(returns.shape)}"
+        )
+    weights = returns if baseline is None else returns - baseline.detach()
+    return -(log_probs * weights.detach()).mean()
+
+
+def per_sample_policy_gradients(
+    actor: nn.Module, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    r"""One policy-gradient estimate per sample, :math:`g_i = \nabla_\theta\log\pi_\theta(a_i|s_i)\,w_i`.
+
+    The rows are what a batch estimator averages; their spread is the variance the chapter
+    measures. Uses ``torch.func`` (``vmap`` over ``grad``) so the batch costs one pass.
+
+    Args:
+        actor: maps ``(B, obs_dim)`` to logits ``(B, n_actions)``.
+        obs: ``(B, obs_dim)``; actions: ``(B,)`` integer; weights: ``(B,)``, e.g. :math:`G_i - b(s_i)`.
+
+    Returns:
+        ``(B, P)`` with ``P`` the number of the actor's parameters.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    if obs.dim() != 2 or actions.shape != obs.shape[:1] or weights.shape != obs.shape[:1]:
+        raise ValueError(
+            f"expected obs (B, obs_dim), actions (B,), weights (B,); got {tuple(obs.shape)}, "
+            f"{tuple(actions.shape)}, {tuple(weights.shape)}"
+        )
+    params = {k: v.detach() for k, v in actor.named_parameters()}
+
+    def weighted_log_prob(p, s, a, w):
+        logits = functional_call(actor, p, (s[None],))[0]
+        return torch.log_softmax(logits, -1).gather(0, a[None])[0] * w  # gather: vmap-friendly
+
+    grads = vmap(grad(weighted_log_prob), in_dims=(None, 0, 0, 0))(params, obs, actions, weights)
+    return torch.cat([g.reshape(obs.shape[0], -1) for g in grads.values()], dim=1)  # (B, P)
+
+
+def gradient_variance(per_sample: torch.Tensor) -> float:
+    r"""Total variance of per-sample gradients: :math:`\mathrm{tr\,Cov}[g] = \sum_p \mathrm{Var}[g_p]`.
+
+    The variance of a batch-mean estimate of ``B`` independent samples is this divided by ``B``.
+    """
+    if per_sample.dim() != 2 or per_sample.shape[0] < 2:
+        raise ValueError(f"per_sample must have shape (B >= 2, P), got {tuple(per_sample.shape)}")
+    return per_sample.var(dim=0).sum().item()
+
+
+@dataclass
+class ReinforceConfig:
+    """REINFORCE on complete episodes from a vector environment (all fields visible)."""
+
+    env_id: str = "CartPole-v1"
+    seed: int = 1
+    total_steps: int = 20_000
+    """environment steps, summed over the parallel environments"""
+    num_envs: int = 8
+    """each update uses one complete episode from each environment"""
+    learning_rate: float = 3e-3
+    gamma: float = 0.99
+    baseline: Literal["none", "mean", "critic"] = "critic"
+    """``none``: plain REINFORCE; ``mean``: the batch's mean return; ``critic``: a learned V(s)"""
+    critic_learning_rate: float = 3e-3
+    critic_steps: int = 10
+    """regression steps of the critic on each batch's returns (only with ``baseline='critic'``)"""
+    hidden: int = 64
+    progress: bool = True
+
+
+def collect_episodes(
+    envs: gym.vector.VectorEnv, act: Callable[[torch.Tensor], torch.Tensor]
+) -> list[dict[str, torch.Tensor]]:
+    """Run every environment of ``envs`` for exactly one complete episode.
+
+    Returns:
+        One dict per environment with ``obs (T, obs_dim)``, ``actions (T,)``, ``rewards (T,)``,
+        ``terminated (T,)`` and ``truncated (T,)``, the last step ending the episode.
+    """
+    obs, _ = envs.reset()
+    n = envs.num_envs
+    active = np.ones(n, dtype=bool)
+    logs: list[list[tuple]] = [[] for _ in range(n)]
+    while active.any():
+        with torch.no_grad():
+            action = act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        next_obs, reward, term, trunc, _ = envs.step(action)
+        for i in np.flatnonzero(active):
+            logs[i].append((obs[i], action[i], reward[i], term[i], trunc[i]))
+        active &= ~(term | trunc)
+        obs = next_obs
+    episodes = []
+    for log in logs:
+        o, a, r, te, tr = zip(*log, strict=True)
+        episodes.append({
+            "obs": torch.as_tensor(np.stack(o), dtype=torch.float32),
+            "actions": torch.as_tensor(np.stack(a)),
+            "rewards": torch.as_tensor(np.stack(r), dtype=torch.float32),
+            "terminated": torch.as_tensor(np.stack(te)),
+            "truncated": torch.as_tensor(np.stack(tr)),
+        })
+    return episodes
+
+
+def train_reinforce(config: ReinforceConfig) -> TrainResult:
+    """REINFORCE (Williams, 1992), optionally with a baseline, on ``config.env_id``.
+
+    Each update: one complete episode per environment, Monte-Carlo returns
+    (:func:`discounted_returns`), one Adam step on :func:`reinforce_loss`. With
+    ``baseline='critic'`` a separate value network is regressed onto the returns.
+    Returns a :class:`TrainResult` whose ``model`` is an :class:`ActorCritic`.
+    """
+    check_int("total_steps", config.total_steps)
+    if config.baseline not in ("none", "mean", "critic"):
+        raise ValueError(f"baseline must be 'none', 'mean' or 'critic', got {config.baseline!r}")
+    torch.manual_seed(config.seed)
+    envs = make_vector_env(config.env_id, config.num_envs)
+    envs.reset(seed=config.seed)
+    obs_dim = envs.single_observation_space.shape[0]
+    agent = ActorCritic(obs_dim, int(envs.single_action_space.n), config.hidden)
+    actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=config.learning_rate)
+    critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=config.critic_learning_rate)
+    tracker_steps, tracker_returns = [], []
+    global_step, start = 0, time.perf_counter()
+    with _progress(config.total_steps, f"REINFORCE ({config.baseline})", config.progress) as bar:
+        while global_step < config.total_steps:
+            episodes = collect_episodes(envs, lambda o: agent.distribution(o).sample())
+            batch = {k: torch.cat([e[k] for e in episodes]) for k in episodes[0]}
+            returns = torch.cat([discounted_returns(e["rewards"], config.gamma, e["terminated"])
+                                 for e in episodes])
+            n_steps = len(batch["rewards"])
+            global_step += n_steps
+            bar.update(n_steps)
+            for e in episodes:
+                tracker_steps.append(global_step)
+                tracker_returns.append(e["rewards"].sum().item())
+            if config.baseline == "critic":
+                for _ in range(config.critic_steps):
+                    critic_loss = 0.5 * (agent.value(batch["obs"]) - returns).pow(2).mean()
+                    critic_opt.zero_grad()
+                    critic_loss.backward()
+                    critic_opt.step()
+                baseline = agent.value(batch["obs"])
+            elif config.baseline == "mean":
+                baseline = returns.mean()
+            else:
+                baseline = None
+            log_probs = agent.distribution(batch["obs"]).log_prob(batch["actions"])
+            loss = reinforce_loss(log_probs, returns, baseline)
+            actor_opt.zero_grad()
+            loss.backward()
+            actor_opt.step()
+    envs.close()
+    return TrainResult(agent, tracker_steps, tracker_returns, {}, global_step,
+                       time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Advantage actor-critic (A2C) and its clipped variant (PPO)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ActorCriticConfig:
+    """An advantage actor-critic in CleanRL's ``ppo.py`` layout; every hyperparameter visible.
+
+    ``clip_coef=None, update_epochs=1, num_minibatches=1`` is A2C (Mnih et al., 2016): one
+    gradient step of :math:`-\\log\\pi\\,\\hat A` per rollout. A clip with several epochs is PPO
+    (Schulman et al., 2017). The defaults are rl-baselines3-zoo's PPO recipe for CartPole-v1 with
+    10 epochs where the zoo uses 20, and a constant clip where it decays the clip to 0.
+    """
+
+    env_id: str = "CartPole-v1"
+    seed: int = 1
+    total_steps: int = 100_000
+    """environment steps, summed over the parallel environments"""
+    num_envs: int = 8
+    num_steps: int = 32
+    """steps per environment in each rollout; a rollout has num_envs * num_steps transitions"""
+    learning_rate: float = 1e-3
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over training"""
+    gamma: float = 0.98
+    gae_lambda: float = 0.8
+    update_epochs: int = 10
+    num_minibatches: int = 1
+    clip_coef: float | None = 0.2
+    """PPO's epsilon; None: no ratio, the plain A2C policy gradient"""
+    norm_adv: bool = True
+    """standardise the advantages of each minibatch"""
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden: int = 64
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    checkpoint_steps: tuple[int, ...] = ()
+    """keep a copy of the weights at the first update at or after each of these steps"""
+    progress: bool = True
+
+
+def a2c_config(**overrides: object) -> ActorCriticConfig:
+    """A2C: one gradient step per rollout, no ratio clipping (SB3's defaults for n_steps, lr)."""
+    settings: dict[str, object] = {"clip_coef": None, "update_epochs": 1, "num_minibatches": 1,
+                                   "num_steps": 5, "learning_rate": 7e-4, "gamma": 0.99,
+                                   "gae_lambda": 1.0, "norm_adv": False, "optimizer": "rmsprop",
+                                   "anneal_lr": False, "total_steps": 100_000}
+    settings.update(overrides)
+    return ActorCriticConfig(**settings)  # type: ignore[arg-type]
+
+
+def actor_critic_loss(
+    new_log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    new_values: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    clip_coef: float | None,
+    vf_coef: float,
+    ent_coef: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""Actor loss + critic loss - entropy bonus, on one minibatch of shape ``(B,)``.
+
+    Actor, A2C (``clip_coef=None``):
+
+    .. math::
+
+        L^{\mathrm{PG}} = -\frac1B\sum_i \log\pi_\theta(a_i\mid s_i)\,\hat A_i.
+
+    Actor, PPO, with :math:`\rho_i = \pi_\theta(a_i\mid s_i)/\pi_{\mathrm{old}}(a_i\mid s_i)`:
+
+    .. math::
+
+        L^{\mathrm{CLIP}} = -\frac1B\sum_i \min\bigl(\rho_i \hat A_i,\
+            \operatorname{clip}(\rho_i, 1-\epsilon, 1+\epsilon)\,\hat A_i\bigr).
+
+    At :math:`\theta = \theta_{\mathrm{old}}` both have the same gradient,
+    since :math:`\nabla\rho = \rho\,\nabla\log\pi`; the clip only acts after the first step.
+    Critic: :math:`\frac12 (V_\phi(s_i) - \hat R_i)^2`. Total:
+    :math:`L = L^{\mathrm{actor}} + c_v L^{V} - c_e \mathcal{H}[\pi]`.
+
+    Returns:
+        ``(loss, stats)``; ``stats`` holds the three terms and the clipped fraction as floats.
+    """
+    if clip_coef is None:
+        pg_loss = -(new_log_probs * advantages).mean()
+        clip_fraction = 0.0
+    else:
+        ratio = (new_log_probs - old_log_probs).exp()
+        unclipped = ratio * advantages
+        clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * advantages
+        pg_loss = -torch.min(unclipped, clipped).mean()
+        clip_fraction = ((ratio - 1.0).abs() > clip_coef).float().mean().item()
+    v_loss = 0.5 * (new_values - returns).pow(2).mean()
+    entropy_mean = entropy.mean()
+    loss = pg_loss + vf_coef * v_loss - ent_coef * entropy_mean
+    stats = {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
+             "entropy": entropy_mean.item(), "clip_fraction": clip_fraction}
+    return loss, stats
+
+
+def _check_actor_critic_config(config: ActorCriticConfig) -> None:
+    check_int("total_steps", config.total_steps)
+    check_int("num_envs", config.num_envs)
+    check_int("num_steps", config.num_steps)
+    check_int("update_epochs", config.update_epochs)
+    check_int("num_minibatches", config.num_minibatches)
+    _check_unit_interval("gamma", config.gamma)
+    _check_unit_interval("gae_lambda", config.gae_lambda)
+    _check_positive("learning_rate", config.learning_rate)
+    if config.clip_coef is not None:
+        _check_positive("clip_coef", config.clip_coef)
+    if (config.num_envs * config.num_steps) % config.num_minibatches:
+        raise ValueError(
+            f"num_minibatches={config.num_minibatches} must divide the rollout size "
+            f"num_envs * num_steps = {config.num_envs * config.num_steps}"
+        )
+    if config.optimizer not in ("adam", "rmsprop"):
+        raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
+
+
+def train_actor_critic(config: ActorCriticConfig) -> TrainResult:
+    """Train an :class:`ActorCritic` on ``config.env_id`` (discrete actions), CleanRL style.
+
+    Each iteration: (1) roll out ``num_steps`` in each of ``num_envs`` environments, storing the
+    true next observation where an episode ended; (2) compute GAE advantages and returns with
+    :func:`gae`, bootstrapping at truncations; (3) ``update_epochs`` passes of
+    :func:`actor_critic_loss` over ``num_minibatches`` shuffled minibatches.
+
+    References:
+        Mnih et al. Asynchronous methods for deep reinforcement learning. ICML 2016.
+        Schulman et al. Proximal policy optimization algorithms. arXiv:1707.06347, 2017.
+        Huang et al. CleanRL. JMLR 2022.
+    """
+    _check_actor_critic_config(config)
+    torch.manual_seed(config.seed)
+    envs = make_vector_env(config.env_id, config.num_envs)
+    obs_dim = envs.single_observation_space.shape[0]
+    agent = ActorCritic(obs_dim, int(envs.single_action_space.n), config.hidden)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    else:  # SB3's A2C: RMSprop(alpha=0.99, eps=1e-5)
+        optimizer = torch.optim.RMSprop(agent.parameters(), lr=config.learning_rate, alpha=0.99, eps=1e-5)
+    T, N = config.num_steps, config.num_envs
+    batch_size = T * N
+    minibatch_size = batch_size // config.num_minibatches
+    num_iterations = math.ceil(config.total_steps / batch_size)
+    shuffle = torch.Generator().manual_seed(config.seed)
+
+    obs_buf = torch.zeros(T, N, obs_dim)
+    next_obs_buf = torch.zeros(T, N, obs_dim)
+    actions_buf = torch.zeros(T, N, dtype=torch.long)
+    logp_buf, rewards_buf, values_buf = torch.zeros(T, N), torch.zeros(T, N), torch.zeros(T, N)
+    term_buf, trunc_buf = torch.zeros(T, N, dtype=torch.bool), torch.zeros(T, N, dtype=torch.bool)
+
+    tracker = EpisodeTracker(N)
+    checkpoints: dict[int, dict[str, torch.Tensor]] = {}
+    pending = sorted(config.checkpoint_steps)
+    history: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [],
+                                       "clip_fraction": []}
+    next_obs, _ = envs.reset(seed=config.seed)
+    global_step, start = 0, time.perf_counter()
+    with _progress(num_iterations * batch_size, "actor-critic", config.progress) as bar:
+        for iteration in range(num_iterations):
+            while pending and global_step >= pending[0]:
+                checkpoints[pending.pop(0)] = copy.deepcopy(agent.state_dict())
+            if config.anneal_lr:
+                optimizer.param_groups[0]["lr"] = config.learning_rate * (1 - iteration / num_iterations)
+
+            # (1) rollout
+            for t in range(T):
+                obs = torch.as_tensor(next_obs, dtype=torch.float32)
+                with torch.no_grad():
+                    dist = agent.distribution(obs)
+                    action = dist.sample()
+                    logp_buf[t], values_buf[t] = dist.log_prob(action), agent.value(obs)
+                next_obs, reward, term, trunc, info = envs.step(action.numpy())
+                obs_buf[t], actions_buf[t] = obs, action
+                rewards_buf[t] = torch.as_tensor(reward, dtype=torch.float32)
+                term_buf[t], trunc_buf[t] = torch.as_tensor(term), torch.as_tensor(trunc)
+                next_obs_buf[t] = torch.as_tensor(true_next_obs(next_obs, info), dtype=torch.float32)
+                global_step += N
+                tracker.update(reward, term | trunc, global_step)
+            bar.update(batch_size)
+
+            # (2) advantages: bootstrap from V(true next state) unless the episode terminated
+            with torch.no_grad():
+                next_values = agent.value(next_obs_buf.reshape(-1, obs_dim)).reshape(T, N)
+                advantages, returns = gae(rewards_buf, values_buf, next_values, term_buf, trunc_buf,
+                                          config.gamma, config.gae_lambda)
+
+            # (3) optimise the actor and the critic
+            b_obs, b_actions = obs_buf.reshape(-1, obs_dim), actions_buf.reshape(-1)
+            b_logp, b_adv, b_ret = logp_buf.reshape(-1), advantages.reshape(-1), returns.reshape(-1)
+            for _ in range(config.update_epochs):
+                order = torch.randperm(batch_size, generator=shuffle)
+                for first in range(0, batch_size, minibatch_size):
+                    mb = order[first:first + minibatch_size]
+                    dist = agent.distribution(b_obs[mb])
+                    mb_adv = b_adv[mb]
+                    if config.norm_adv:
+                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    loss, stats = actor_critic_loss(
+                        dist.log_prob(b_actions[mb]), b_logp[mb], mb_adv, agent.value(b_obs[mb]),
+                        b_ret[mb], dist.entropy(), config.clip_coef, config.vf_coef, config.ent_coef)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                    optimizer.step()
+            for key, value in stats.items():
+                history[key].append(value)
+    while pending:  # checkpoints at or beyond the end of training
+        checkpoints[pending.pop(0)] = copy.deepcopy(agent.state_dict())
+    envs.close()
+    return TrainResult(agent, tracker.steps, tracker.returns, checkpoints, global_step,
+                       time.perf_counter() - start, history)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. DDPG: replay buffer, target networks, exploration noise
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A minibatch of transitions: ``obs (B, obs_dim)``, ``actions (B, act_dim)``,
+    ``rewards (B,)``, ``next_obs (B, obs_dim)``, ``terminated (B,)`` (float 0/1)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions :math:`(s, a, r, s', \\mathrm{term})`, uniformly sampled.
+
+    When full, each new transition overwrites the oldest. Only ``terminated`` is stored: a
+    truncated transition is an ordinary one whose ``next_obs`` is the true final observation,
+    so the critic bootstraps through time limits.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int) -> None:
+        self.capacity = check_int("capacity", capacity)
+        check_int("obs_dim", obs_dim)
+        check_int("act_dim", act_dim)
+        self.obs = torch.zeros(capacity, obs_dim)
+        self.actions = torch.zeros(capacity, act_dim)
+        self.rewards = torch.zeros(capacity)
+        self.next_obs = torch.zeros(capacity, obs_dim)
+        self.terminated = torch.zeros(capacity)
+        self.position = 0  # where the next transition goes
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+            next_obs: torch.Tensor, terminated: torch.Tensor) -> None:
+        """Append ``n`` transitions: ``obs (n, obs_dim)``, ``actions (n, act_dim)``, ``rewards (n,)``,
+        ``next_obs (n, obs_dim)``, ``terminated (n,)``."""
+        n = obs.shape[0] if obs.dim() == 2 else -1
+        expected = {"obs": (n, self.obs.shape[1]), "actions": (n, self.actions.shape[1]),
+                    "rewards": (n,), "next_obs": (n, self.obs.shape[1]), "terminated": (n,)}
+        given = {"obs": obs, "actions": actions, "rewards": rewards, "next_obs": next_obs,
+                 "terminated": terminated}
+        for name, tensor in given.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+            if tuple(tensor.shape) != expected[name]:
+                raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(tensor.shape)}")
+        index = (self.position + torch.arange(n)) % self.capacity
+        self.obs[index], self.actions[index], self.rewards[index] = obs, actions, rewards
+        self.next_obs[index], self.terminated[index] = next_obs, terminated.float()
+        self.position = (self.position + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """``batch_size`` transitions drawn uniformly with replacement from those stored."""
+        check_int("batch_size", batch_size)
+        if batch_size > self.size:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {self.size} transitions in the buffer; "
+                "collect more first (learning_starts >= batch_size)"
+            )
+        index = torch.randint(0, self.size, (batch_size,), generator=generator)
+        return Batch(self.obs[index], self.actions[index], self.rewards[index],
+                     self.next_obs[index], self.terminated[index])
+
+
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    r"""Move the target network towards the online one: :math:`\theta' \gets \tau\theta + (1-\tau)\theta'`.
+
+    A small :math:`\tau` makes the target a slow moving average, so the critic's regression
+    target does not chase itself (Lillicrap et al., 2016). ``tau=1`` copies.
+    """
+    tau = _check_unit_interval("tau", tau)
+    target_params, source_params = list(target.parameters()), list(source.parameters())
+    if [p.shape for p in target_params] != [p.shape for p in source_params]:
+        raise ValueError("target and source must have the same architecture")
+    with torch.no_grad():
+        for t, s in zip(target_params, source_params, strict=True):
+            t.mul_(1.0 - tau).add_(s, alpha=tau)
+
+
+class DeterministicActor(nn.Module):
+    """:math:`\\mu_\\theta(s)`: observation ``(B, obs_dim)`` -> action ``(B, act_dim)`` within the bounds."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, hidden: int = 64
+    ) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, act_dim), nn.Tanh())
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("center", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.center + self.scale * self.net(obs)
+
+
+class QNetwork(nn.Module):
+    """:math:`Q_\\phi(s, a)`: ``(B, obs_dim)`` and ``(B, act_dim)`` -> ``(B,)``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+
+
+def gaussian_exploration(
+    actions: torch.Tensor, sigma: float, scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    r"""The executed action: the policy's plus clipped Gaussian noise.
+
+    .. math::
+
+        a = \operatorname{clip}\bigl(\mu(s) + \sigma\cdot\mathrm{scale}\cdot\varepsilon,\
+            \mathrm{low},\ \mathrm{high}\bigr), \qquad \varepsilon\sim\mathcal N(0, I).
+
+    A deterministic policy never tries anything new by itself; DDPG adds noise to the action it
+    executes (not to the one it learns). ``sigma`` is relative to the half-range ``scale``.
+    """
+    sigma = _check_positive("sigma", sigma, allow_zero=True)
+    noise = torch.randn(actions.shape, generator=generator) * sigma * scale
+    return torch.clamp(actions + noise, low, high)
+
+
+def ddpg_losses(
+    actor: nn.Module, critic: nn.Module, actor_target: nn.Module, critic_target: nn.Module,
+    batch: Batch, gamma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""DDPG's two losses on one minibatch (Silver et al., 2014; Lillicrap et al., 2016).
+
+    Critic, towards a target computed with the slow target networks :math:`\mu', Q'`:
+
+    .. math::
+
+        y = r + \gamma\,(1 - \mathrm{term})\, Q'\bigl(s', \mu'(s')\bigr), \qquad
+        L_Q = \frac1B \sum_i \bigl(Q_\phi(s_i, a_i) - y_i\bigr)^2.
+
+    Actor, the deterministic policy gradient: follow :math:`\nabla_a Q` through :math:`\mu`,
+
+    .. math::
+
+        L_\mu = -\frac1B \sum_i Q_\phi\bigl(s_i, \mu_\theta(s_i)\bigr), \qquad
+        \nabla_\theta L_\mu = -\frac1B\sum_i \nabla_\theta\mu_\theta(s_i)\,
+            \nabla_a Q_\phi(s_i, a)\big|_{a=\mu_\theta(s_i)}.
+
+    Returns:
+        ``(critic_loss, actor_loss)``; step the critic's optimiser on the first and the actor's
+        on the second (the actor loss also puts gradients on the critic: zero them first).
+    """
+    gamma = _check_unit_interval("gamma", gamma)
+    with torch.no_grad():
+        next_q = critic_target(batch.next_obs, actor_target(batch.next_obs))
+        target = batch.rewards + gamma * (1.0 - batch.terminated) * next_q
+    critic_loss = (critic(batch.obs, batch.actions) - target).pow(2).mean()
+    actor_loss = -critic(batch.obs, actor(batch.obs)).mean()
+    return critic_loss, actor_loss
+
+
+@dataclass
+class DDPGConfig:
+    """DDPG in CleanRL's ``ddpg_continuous_action.py`` layout; the defaults solve Pendulum-v1."""
+
+    env_id: str = "Pendulum-v1"
+    seed: int = 1
+    total_steps: int = 5_000
+    learning_rate: float = 1e-3
+    buffer_size: int = 100_000
+    gamma: float = 0.98
+    tau: float = 0.005
+    """Polyak coefficient of the target networks"""
+    batch_size: int = 256
+    exploration_noise: float = 0.1
+    """standard deviation of the Gaussian action noise, relative to the action half-range"""
+    learning_starts: int = 1_000
+    """uniformly random actions before this step, and no updates"""
+    policy_frequency: int = 1
+    """update the actor and the targets every this many critic updates"""
+    hidden: int = 64
+    bootstrap_truncated: bool = True
+    """False stores time-limit truncations as terminal states: a common bug, kept for the exercise"""
+    checkpoint_steps: tuple[int, ...] = ()
+    progress: bool = True
+
+
+def train_ddpg(config: DDPGConfig) -> TrainResult:
+    """Train DDPG on ``config.env_id`` (continuous actions); returns the actor in a :class:`TrainResult`.
+
+    Each step: act with :func:`gaussian_exploration` around :math:`\\mu(s)` (uniformly at random
+    before ``learning_starts``), store the transition with its true next observation, sample a
+    minibatch, one step on each of :func:`ddpg_losses`, then :func:`polyak_update` the targets.
+
+    References:
+        Lillicrap et al. Continuous control with deep reinforcement learning. ICLR 2016.
+    """
+    check_int("total_steps", config.total_steps)
+    check_int("batch_size", config.batch_size)
+    check_int("policy_frequency", config.policy_frequency)
+    check_int("learning_starts", config.learning_starts, minimum=0)
+    if config.batch_size > config.buffer_size:
+        raise ValueError(f"batch_size={config.batch_size} exceeds buffer_size={config.buffer_size}")
+    torch.manual_seed(config.seed)
+    rng = torch.Generator().manual_seed(config.seed)
+    envs = make_vector_env(config.env_id, 1)
+    space = envs.single_action_space
+    obs_dim, act_dim = envs.single_observation_space.shape[0], space.shape[0]
+    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+    actor = DeterministicActor(obs_dim, act_dim, space.low, space.high, config.hidden)
+    critic = QNetwork(obs_dim, act_dim, config.hidden)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=config.learning_rate)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=config.learning_rate)
+    buffer = ReplayBuffer(config.buffer_size, obs_dim, act_dim)
+
+    tracker = EpisodeTracker(1)
+    checkpoints: dict[int, dict[str, torch.Tensor]] = {}
+    pending = sorted(config.checkpoint_steps)
+    history: dict[str, list[float]] = {"critic_loss": [], "actor_loss": []}
+    next_obs, _ = envs.reset(seed=config.seed)
+    start = time.perf_counter()
+    with _progress(config.total_steps, "DDPG", config.progress) as bar:
+        for step in range(config.total_steps):
+            while pending and step >= pending[0]:
+                checkpoints[pending.pop(0)] = copy.deepcopy(actor.state_dict())
+            obs = torch.as_tensor(next_obs, dtype=torch.float32)
+            if step < config.learning_starts:
+                action = low + (high - low) * torch.rand(1, act_dim, generator=rng)
+            else:
+                with torch.no_grad():
+                    action = gaussian_exploration(actor(obs), config.exploration_noise, actor.scale,
+                                                  low, high, rng)
+            next_obs, reward, term, trunc, info = envs.step(action.numpy())
+            buffer.add(obs, action, torch.as_tensor(reward, dtype=torch.float32),
+                       torch.as_tensor(true_next_obs(next_obs, info), dtype=torch.float32),
+                       torch.as_tensor(term if config.bootstrap_truncated else term | trunc))
+            tracker.update(reward, term | trunc, step + 1)
+            bar.update(1)
+
+            if step >= config.learning_starts:
+                batch = buffer.sample(config.batch_size, rng)
+                critic_loss, _ = ddpg_losses(actor, critic, actor_target, critic_target, batch,
+                                             config.gamma)
+                critic_opt.zero_grad()
+                critic_loss.backward()
+                critic_opt.step()
+                if step % config.policy_frequency == 0:
+                    actor_loss = -critic(batch.obs, actor(batch.obs)).mean()  # ddpg_losses' actor term
+                    actor_opt.zero_grad()
+                    actor_loss.backward()
+                    actor_opt.step()
+                    polyak_update(actor_target, actor, config.tau)
+                    polyak_update(critic_target, critic, config.tau)
+                    history["actor_loss"].append(actor_loss.item())
+                history["critic_loss"].append(critic_loss.item())
+    while pending:
+        checkpoints[pending.pop(0)] = copy.deepcopy(actor.state_dict())
+    envs.close()
+    return TrainResult(actor, tracker.steps, tracker.returns, checkpoints, config.total_steps,
+                       time.perf_counter() - start, history)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Evaluation, episodes and drawings
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    env_id: str, act: Callable[[torch.Tensor], torch.Tensor], episodes: int = 20, seed: int = 10_000
+) -> np.ndarray:
+    """Returns of ``episodes`` episodes of a fixed policy, episode ``i`` reset with seed ``seed + i``.
+
+    Args:
+        act: observations ``(B, obs_dim)`` -> actions ``(B,)`` or ``(B, act_dim)``, called
+            under ``torch.no_grad()``; pass the greedy action (``agent.greedy``, or DDPG's actor
+            without noise).
+
+    Returns:
+        The ``episodes`` undiscounted returns, shape ``(episodes,)``.
+    """
+    check_int("episodes", episodes)
+    envs = make_vector_env(env_id, episodes)
+    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    totals = np.zeros(episodes)
+    active = np.ones(episodes, dtype=bool)
+    while active.any():
+        with torch.no_grad():
+            action = act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        obs, reward, term, trunc, _ = envs.step(action)
+        totals += reward * active
+        active &= ~(term | trunc)
+    envs.close()
+    return totals
+
+
+def record_episode(
+    env_id: str, act: Callable[[torch.Tensor], torch.Tensor], seed: int, max_steps: int | None = None
+) -> dict[str, np.ndarray]:
+    """One episode of a policy from the reset with ``seed``.
+
+    Returns:
+        ``{"obs": (T + 1, obs_dim), "actions": (T, ...), "rewards": (T,)}``, the observations
+        including the first and the last one.
+    """
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards = [obs], [], []
+    done = False
+    while not done and (max_steps is None or len(rewards) < max_steps):
+        with torch.no_grad():
+            action = act(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+        obs, reward, term, trunc, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        done = term or trunc
+    env.close()
+    return {"obs": np.stack(observations), "actions": np.stack(actions), "rewards": np.array(rewards)}
+
+
+def draw_cartpole(ax: Axes, state: Sequence[float], color: str = "#0072B2") -> None:
+    """Draw CartPole-v1 from its state ``(x, x_dot, theta, theta_dot)`` (theta = 0 is upright).
+
+    The geometry is gymnasium's: track half-width 2.4, pole of length 1.0 (twice the
+    environment's half-length 0.5), failure beyond 12 degrees.
+    """
+    x, theta = float(state[0]), float(state[2])
+    ax.plot([-2.4, 2.4], [0, 0], color="black", lw=1)
+    ax.add_patch(plt.Rectangle((x - 0.25, -0.08), 0.5, 0.16, color="#444444", zorder=2))
+    tip = (x + math.sin(theta), math.cos(theta))
+    ax.plot([x, tip[0]], [0, tip[1]], color=color, lw=4, solid_capstyle="round", zorder=3)
+    for limit in (-12, 12):
+        rad = math.radians(limit)
+        ax.plot([x, x + math.sin(rad)], [0, math.cos(rad)], color="#7F7F7F", lw=0.6, ls=":")
+    ax.set(xlim=(-2.6, 2.6), ylim=(-0.3, 1.2), aspect="equal", yticks=[], xlabel="cart position x (m)")
+
+
+def draw_pendulum(ax: Axes, theta: float, torque: float | None = None, color: str = "#0072B2") -> None:
+    """Draw Pendulum-v1 at angle ``theta`` (0 is upright, radians) and, if given, its torque.
+
+    The torque (in N·m, at most 2) is an arc around the pivot whose length is proportional to it.
+    """
+    tip = (-math.sin(theta), math.cos(theta))  # as gymnasium draws it: theta counter-clockwise
+    ax.plot([0, tip[0]], [0, tip[1]], color=color, lw=5, solid_capstyle="round")
+    ax.plot([0], [0], "o", color="black", ms=5)
+    if torque is not None and abs(torque) > 1e-3:
+        span = math.pi / 2 * float(torque) / 2.0  # positive torque turns counter-clockwise
+        arc = np.linspace(math.pi / 2, math.pi / 2 + span, 20)
+        ax.plot(0.3 * np.cos(arc), 0.3 * np.sin(arc), color="#D55E00", lw=2)
+        ax.plot([0.3 * np.cos(arc[-1])], [0.3 * np.sin(arc[-1])], "o", color="#D55E00", ms=4)
+    ax.set(xlim=(-1.25, 1.25), ylim=(-1.25, 1.25), aspect="equal")
+    ax.set_axis_off()
+
+
+def pendulum_angle(obs: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The angle :math:`\\theta` of Pendulum observations ``(..., 3)`` = (cos, sin, velocity)."""
+    obs = np.asarray(obs)
+    return np.arctan2(obs[..., 1], obs[..., 0])
+
+
+def torque_map(
+    actor: nn.Module, n_angle: int = 101, n_velocity: int = 81, max_speed: float = 8.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The deterministic policy's torque on a grid of Pendulum states.
+
+    Returns:
+        ``(angles (n_angle,), velocities (n_velocity,), torque (n_velocity, n_angle))``; angles
+        in [-pi, pi] (0 upright), velocities in [-max_speed, max_speed] rad/s.
+    """
+    check_int("n_angle", n_angle, minimum=2)
+    check_int("n_velocity", n_velocity, minimum=2)
+    angles = np.linspace(-math.pi, math.pi, n_angle)
+    velocities = np.linspace(-max_speed, max_speed, n_velocity)
+    a, v = np.meshgrid(angles, velocities)  # (n_velocity, n_angle)
+    obs = torch.as_tensor(np.stack([np.cos(a), np.sin(a), v], axis=-1), dtype=torch.float32)
+    with torch.no_grad():
+        torque = actor(obs.reshape(-1, 3)).reshape(n_velocity, n_angle).numpy()
+    return angles, velocities, torque
