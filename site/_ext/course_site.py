@@ -151,6 +151,7 @@ def format_references(bibfile: Path, keys: list[str]) -> str:
         authors = ", ".join(codecs.decode(str(p), "ulatex") for p in entry.persons.get("author", []))
         fields = entry.fields
         venue = fields.get("journal") or fields.get("booktitle") or fields.get("howpublished", "")
+        venue = re.sub(r"\\url\{([^}]*)\}", r"<\1>", venue)  # \url{X} -> an autolink
         title = codecs.decode(fields.get("title", ""), "ulatex").replace("{", "").replace("}", "")
         lines.append(f"{number}. {authors} ({fields.get('year', '')}). {title}. *{venue}*.")
     return "\n".join(lines)
@@ -167,7 +168,8 @@ def export_notebook(app: Sphinx, docname: str, outdir: Path) -> Path:
             cell.source = to_jupyter_markdown(cell.source, cited)
             if "{footbibliography}" in cell.source:
                 refs = format_references(Path(app.srcdir) / "references.bib", cited)
-                cell.source = re.sub(r"```\{footbibliography\}\n```", refs, cell.source)
+                # a function, not a string: a reference may contain backslashes (LaTeX accents)
+                cell.source = re.sub(r"```\{footbibliography\}\n```", lambda _, r=refs: r, cell.source)
         cell.metadata.pop("lines_to_next_cell", None)
     install = INSTALL_CELL.format(repository=repository(app), revision=revision(app))
     nb.cells.insert(0, nbformat.v4.new_code_cell(install, metadata={"tags": ["course-setup"]}))
