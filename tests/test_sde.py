@@ -1,0 +1,141 @@
+"""tutorlib.sde: scores from denoisers, DSM, annealed Langevin, VP/VE SDEs, reverse SDE and PF-ODE."""
+
+import math
+
+import pytest
+import torch
+from scipy.integrate import quad
+
+from tutorlib import edm, sde
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+f64 = torch.float64
+MEAN = torch.tensor([1.0, -0.5], dtype=f64)
+COV = torch.tensor([[0.8, 0.3], [0.3, 0.4]], dtype=f64)
+
+
+def test_score_from_gaussian_denoiser_is_the_gaussian_score():
+    """x_t = s(x0 + σε) ~ N(s μ, s²(Σ + σ²I)): score = -(s²(Σ+σ²I))^{-1}(x - s μ)."""
+    x = torch.randn(7, 2, dtype=f64, generator=torch.Generator().manual_seed(0))
+    s, sigma = 0.6, 0.9
+    ours = sde.score_from_denoiser(edm.gaussian_denoiser(MEAN, COV), x, s, sigma)
+    cov_t = s**2 * (COV + sigma**2 * torch.eye(2, dtype=f64))
+    expected = -(x - s * MEAN) @ torch.linalg.inv(cov_t)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_dsm_loss_of_a_denoiser_is_its_x0_error_over_sigma_squared():
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(50, 2, generator=g, dtype=f64)
+    eps = torch.randn(50, 2, generator=g, dtype=f64)
+    sigma = torch.rand(50, generator=g, dtype=f64) + 0.1
+    denoiser = edm.gaussian_denoiser(torch.zeros(2, dtype=f64), 0.5 * torch.eye(2, dtype=f64))
+
+    def score(x, level):
+        return (denoiser(x, level) - x) / level[:, None] ** 2
+
+    loss = sde.dsm_loss(score, x0, sigma, eps)
+    expected = (((denoiser(x0 + sigma[:, None] * eps, sigma) - x0) ** 2).sum(1) / sigma**2).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_true_score_minimises_dsm():
+    g = torch.Generator().manual_seed(2)
+    n = 200_000
+    x0 = MEAN + torch.randn(n, 2, generator=g, dtype=f64) @ torch.linalg.cholesky(COV).T
+    eps = torch.randn(n, 2, generator=g, dtype=f64)
+    sigma = torch.full((n,), 0.7, dtype=f64)
+    exact = edm.gaussian_denoiser(MEAN, COV)
+
+    def score(scale):
+        return lambda x, level: scale * (exact(x, level) - x) / level[:, None] ** 2
+
+    losses = {scale: sde.dsm_loss(score(scale), x0, sigma, eps).item() for scale in (0.8, 1.0, 1.2)}
+    assert losses[1.0] < losses[0.8] and losses[1.0] < losses[1.2]
+
+
+def test_vp_sde_marginal_and_schedule():
+    vp = sde.VPSDE(0.1, 20.0)
+    schedule = vp.schedule()
+    for t in (0.01, 0.3, 1.0):
+        integral, _ = quad(vp.beta, 0, t)
+        tt = torch.tensor(t, dtype=f64)
+        assert schedule.s(tt).item() == pytest.approx(math.exp(-0.5 * integral), rel=1e-10)
+        assert vp.diffusion(t) ** 2 == pytest.approx(vp.beta(t))
+
+
+def test_ve_sde_diffusion_is_the_growth_of_the_variance():
+    ve = sde.VESDE(0.01, 50.0)
+    h = 1e-6
+    for t in (0.1, 0.5, 0.9):
+        d_var = (ve.sigma(t + h) ** 2 - ve.sigma(t - h) ** 2) / (2 * h)
+        assert ve.diffusion(t) ** 2 == pytest.approx(d_var, rel=1e-6)
+    assert ve.sigma(0.0) == pytest.approx(0.01) and ve.sigma(1.0) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("process", [sde.VPSDE(), sde.VESDE()])
+def test_probability_flow_drift_is_karras_ode(process):
+    """Song et al.'s f - g²/2 ∇log p and Karras et al.'s eq. 4 are one ODE."""
+    denoiser = edm.gaussian_denoiser(MEAN, COV)
+    x = torch.randn(9, 2, dtype=f64, generator=torch.Generator().manual_seed(3))
+    for t in (0.05, 0.4, 0.95):
+        ours = sde.probability_flow_drift(process, denoiser, x, t)
+        karras = edm.ode_drift(denoiser, process.schedule(), x, t)
+        torch.testing.assert_close(ours, karras, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("process", [sde.VPSDE(), sde.VESDE(sigma_max=100.0)])
+def test_reverse_sde_and_probability_flow_reproduce_the_gaussian_marginal(process):
+    """The prior ignores the data (x_1 ~ s σ_max n), an error the ODE shrinks by about std/σ_max."""
+    denoiser = edm.gaussian_denoiser(MEAN, COV)
+    noise = torch.randn(10_000, 2, dtype=f64, generator=torch.Generator().manual_seed(4))
+    s, sigma = (v.item() for v in (process.schedule().s(torch.tensor(process.t_end, dtype=f64)),
+                                   process.schedule().sigma(torch.tensor(process.t_end, dtype=f64))))
+    mean_t, cov_t = s * MEAN, s**2 * (COV + sigma**2 * torch.eye(2, dtype=f64))
+    x_sde = sde.reverse_sde_sample(process, denoiser, noise, n_steps=1000,
+                                   generator=torch.Generator().manual_seed(5))
+    x_ode = sde.probability_flow_sample(process, denoiser, noise, n_steps=100, solver="heun")
+    for x in (x_sde, x_ode):
+        torch.testing.assert_close(x.mean(0), mean_t, atol=0.03, rtol=0)
+        torch.testing.assert_close(torch.cov(x.T), cov_t, atol=0.03, rtol=0.04)
+    # same marginals, different paths: the two samplers send the same noise to different points
+    assert (x_sde - x_ode).norm(dim=1).mean() > 0.3
+
+
+def test_annealed_langevin_samples_a_gaussian():
+    denoiser = edm.gaussian_denoiser(MEAN, COV)
+
+    def score(x, level):
+        return (denoiser(x, level) - x) / level[:, None] ** 2
+
+    sigmas = torch.logspace(1, -2, 10, dtype=f64)
+    noise = torch.randn(10_000, 2, dtype=f64, generator=torch.Generator().manual_seed(6))
+    x = sde.annealed_langevin(score, sigmas, noise, steps_per_level=100, step_size=2e-5,
+                              generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(x.mean(0), MEAN, atol=0.05, rtol=0)
+    # the final Tweedie step shrinks by Σ(Σ + σ_L²)^-1: negligible at σ_L = 0.01
+    torch.testing.assert_close(torch.cov(x.T), COV, atol=0.05, rtol=0.06)
+
+
+def test_bad_arguments_raise_with_the_argument_name():
+    denoiser = edm.gaussian_denoiser(MEAN, COV)
+    noise = torch.zeros(4, 2, dtype=f64)
+    with pytest.raises(ValueError, match="n_steps"):
+        sde.reverse_sde_sample(sde.VPSDE(), denoiser, noise, n_steps=0)
+    with pytest.raises(ValueError, match="solver"):
+        sde.probability_flow_sample(sde.VPSDE(), denoiser, noise, solver="rk45")
+    with pytest.raises(ValueError, match="beta_max"):
+        sde.VPSDE(beta_min=5.0, beta_max=1.0)
+    with pytest.raises(ValueError, match="sigma_min"):
+        sde.VESDE(sigma_min=3.0, sigma_max=2.0)
+    with pytest.raises(ValueError, match="steps_per_level"):
+        sde.annealed_langevin(lambda x, s: x, torch.tensor([1.0]), noise, steps_per_level=0)
+    with pytest.raises(ValueError, match="step_size"):
+        sde.annealed_langevin(lambda x, s: x, torch.tensor([1.0]), noise, step_size=-1.0)
+    with pytest.raises(ValueError, match="sigmas"):
+        sde.annealed_langevin(lambda x, s: x, torch.tensor([0.1, 1.0]), noise)
+    with pytest.raises(ValueError, match="noise"):
+        sde.reverse_sde_sample(sde.VESDE(), denoiser, torch.zeros(4, dtype=f64))
+    with pytest.raises(ValueError, match="eps must match"):
+        sde.dsm_loss(lambda x, s: x, torch.zeros(3, 2), torch.ones(3), torch.zeros(2, 2))
