@@ -12,6 +12,8 @@ from torch import nn
 from tutorlib import gan
 from tutorlib import ot as tot
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 floats = st.floats(-30, 30, allow_nan=False, width=32)
 logit_lists = st.lists(floats, min_size=1, max_size=16)
 
@@ -106,6 +108,25 @@ def test_ring_and_mode_coverage():
     assert gan.mode_coverage(torch.zeros(100, 2), centers, 0.02).high_quality == 0.0
 
 
+@given(st.integers(0, 2**31 - 1), st.floats(0.05, 0.5), st.integers(1, 30))
+@settings(max_examples=25, deadline=None)
+def test_mode_coverage_matches_brute_force(seed, std, min_count):
+    """Counts per mode by a plain loop over samples (NumPy), against the vectorised torch version."""
+    g = torch.Generator().manual_seed(seed)
+    centers = gan.ring_centers(8, 2.0)
+    samples = 2.5 * torch.randn(300, 2, generator=g)
+    cov = gan.mode_coverage(samples, centers, std, min_count)
+    c, x = centers.double().numpy(), samples.double().numpy()
+    counts = [0] * 8
+    for point in x:
+        dist = ((c - point) ** 2).sum(axis=1) ** 0.5
+        if dist.min() <= 3 * std:
+            counts[int(dist.argmin())] += 1
+    assert cov.counts == counts
+    assert cov.modes_covered == sum(n >= min_count for n in counts)
+    assert cov.high_quality == pytest.approx(sum(counts) / 300, abs=1e-7)
+
+
 def test_generator_shapes_and_skip():
     torch.manual_seed(0)
     net = gan.Generator(2, 2, 8, 2, skip=1.0)
@@ -130,6 +151,55 @@ def test_train_gan_runs_and_records_snapshots(loss):
     assert all(math.isfinite(v) for v in run.critic_losses + run.generator_losses)
     if loss == "wgan":
         assert all(p.abs().max() <= cfg.clip for p in run.critic.parameters())
+
+
+def test_critic_shapes_and_architecture():
+    torch.manual_seed(0)
+    critic = gan.Critic(3, 16, 2)
+    assert critic(torch.randn(7, 3)).shape == (7,)
+    linears = [m for m in critic.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3, 16), (16, 16), (16, 1)]
+    assert sum(isinstance(m, nn.ReLU) for m in critic.modules()) == 2
+
+
+def test_snapshot_estimate_is_the_final_critics_kr_objective():
+    """The last snapshot is taken after the last update, so it must agree with the returned critic."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    data = gan.ring_of_gaussians(512, generator=g)
+    cfg = gan.GANConfig(steps=4, batch_size=16, snapshot_every=2, snapshot_size=32, lr=1e-3)
+    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), gan.Critic(2, 8, 1), cfg, g, progress=False)
+    last = run.snapshots[-1]
+    with torch.no_grad():
+        expected = tot.critic_estimate(run.critic, run.real_eval, last.fake).item()
+    assert last.critic_estimate == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert last.real_scores.shape == last.fake_scores.shape == (32,)
+    assert not last.real_scores.requires_grad
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_learning_rate_schedule(decay):
+    """With lr_decay the rate falls linearly from lr to lr/steps (Gulrajani et al.'s CIFAR-10 schedule)."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    data = gan.ring_of_gaussians(256, generator=g)
+    cfg = gan.published_config("nonsaturating", steps=5, batch_size=8, snapshot_every=5, snapshot_size=8,
+                               lr=1e-3, lr_decay=decay)
+    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), gan.Critic(2, 8, 1), cfg, g, progress=False)
+    expected = [1e-3 * (1 - i / 5) for i in range(5)] if decay else [1e-3] * 5
+    assert run.learning_rates == pytest.approx(expected, rel=1e-12)
+
+
+def test_critic_is_trainable_again_after_the_generator_step():
+    """The loop freezes the critic for each generator update; it must unfreeze it afterwards."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    data = gan.ring_of_gaussians(256, generator=g)
+    cfg = gan.published_config("nonsaturating", steps=1, batch_size=8, snapshot_every=1, snapshot_size=8)
+    critic = gan.Critic(2, 8, 1)
+    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), critic, cfg, generator=g, progress=False)
+    assert all(p.requires_grad for p in run.critic.parameters())
+    assert all(p.requires_grad for p in run.generator.parameters())
 
 
 def test_train_gan_is_deterministic():
@@ -191,6 +261,12 @@ def test_bad_arguments():
         gan.train_gan(data, gan.Generator(), tot.Critic(), {"steps": 3}, progress=False)
     with pytest.raises(TypeError, match="latent_dim"):
         gan.train_gan(data, nn.Linear(2, 2), tot.Critic(), progress=False)
+    with pytest.raises(ValueError, match=r"config\.betas must be two numbers in \[0, 1\)"):
+        gan.train_gan(data, gan.Generator(), tot.Critic(), gan.GANConfig(betas=(0.5, 1.0)), progress=False)
+    with pytest.raises(ValueError, match="hidden must be >= 1"):
+        gan.Critic(2, 0)
+    with pytest.raises(TypeError, match="layers must be an int"):
+        gan.Critic(2, 8, 2.0)
 
 
 def test_generator_grad_norm_matches_manual_backward():
