@@ -345,7 +345,7 @@ def test_gaussian_exploration_stays_in_bounds_and_has_the_right_scale():
     clipped = rl.gaussian_exploration(mean, 5.0, scale, low, high, g)
     assert clipped.min() >= -2.0 and clipped.max() <= 2.0
     assert torch.equal(rl.gaussian_exploration(mean[:5], 0.0, scale, low, high, g), mean[:5])
-    with pytest.raises(ValueError, match="sigma must be >= 0"):
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
         rl.gaussian_exploration(mean, -0.1, scale, low, high, g)
 
 

@@ -52,7 +52,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tutorlib.diffusion import TimeMLP
-from tutorlib.validation import check_int
+from tutorlib.validation import check_int, check_points, check_positive
 
 __all__ = [
     "Denoiser",
@@ -84,27 +84,8 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------
-# argument checks
+# argument checks (points and positive numbers: tutorlib.validation)
 # --------------------------------------------------------------------------------------------
-def _check_points(x: object, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, d), got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (B, d) with B >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
-
-
-def _check_positive(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}")
-    return value
-
-
 def _check_sigmas(sigmas: object) -> torch.Tensor:
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or len(sigmas) < 2:
         raise ValueError(
@@ -138,7 +119,7 @@ def add_noise(x0: torch.Tensor, eps: torch.Tensor, s: torch.Tensor | float,
     Returns:
         ``(B, d)``.
     """
-    x0, eps = _check_points(x0, "x0"), _check_points(eps, "eps")
+    x0, eps = check_points("x0", x0), check_points("eps", eps)
     if x0.shape != eps.shape:
         raise ValueError(f"x0 and eps must have the same shape, got {tuple(x0.shape)} and {tuple(eps.shape)}")
     s = torch.as_tensor(s, dtype=x0.dtype).reshape(-1, 1)  # (B, 1) or (1, 1)
@@ -193,8 +174,8 @@ def vp_schedule(beta_min: float = 0.1, beta_d: float = 19.9) -> NoiseSchedule:
     :math:`\sigma(t) = \sqrt{E - 1}`, :math:`s(t) = 1/\sqrt{E} = 1/\sqrt{1 + \sigma^2}`, so
     :math:`s^2 + (s\sigma)^2 = 1`: the variance of :math:`x_t` stays 1 for unit-variance data.
     """
-    beta_min = _check_positive("beta_min", beta_min)
-    beta_d = _check_positive("beta_d", beta_d)
+    beta_min = check_positive("beta_min", beta_min)
+    beta_d = check_positive("beta_d", beta_d)
 
     def energy(t: torch.Tensor) -> torch.Tensor:
         return 0.5 * beta_d * t**2 + beta_min * t  # ln E(t)
@@ -308,7 +289,7 @@ def gaussian_mixture_denoiser(means: torch.Tensor, std: float,
     if not isinstance(means, torch.Tensor) or means.ndim != 2:
         got = getattr(means, "shape", type(means).__name__)
         raise ValueError(f"means must be a (K, d) tensor, got {got}")
-    std = _check_positive("std", std)
+    std = check_positive("std", std)
     k = means.shape[0]
     if weights is None:
         weights = torch.full((k,), 1.0 / k, dtype=means.dtype)
@@ -346,7 +327,7 @@ def preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tenso
     Returns:
         ``(c_skip, c_out, c_in, c_noise)``, each with the shape of ``sigma``.
     """
-    sigma_data = _check_positive("sigma_data", sigma_data)
+    sigma_data = check_positive("sigma_data", sigma_data)
     total = sigma**2 + sigma_data**2
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
 
@@ -379,14 +360,14 @@ class EDMDenoiser(nn.Module):
     def __init__(self, dim: int = 2, sigma_data: float = 1.0, hidden: int = 128, depth: int = 3,
                  embed_dim: int = 8, max_frequency: float = 10.0) -> None:
         super().__init__()
-        self.sigma_data = _check_positive("sigma_data", sigma_data)
+        self.sigma_data = check_positive("sigma_data", sigma_data)
         # c_noise = ln(σ)/4 spans only about [-1.6, 1.1] for σ in [0.002, 80]: a few slow frequencies
         # suffice. Many fast ones act as noise inputs that swamp the two coordinates of x, and
         # the network then sits for thousands of steps at F = 0 (measured on the 8 Gaussians).
         self.net = TimeMLP(dim, hidden, depth, embed_dim, max_frequency)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        x = _check_points(x, "x")
+        x = check_points("x", x)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])  # (B,)
         c_skip, c_out, c_in, c_noise = preconditioning(sigma, self.sigma_data)
         return c_skip[:, None] * x + c_out[:, None] * self.net(c_in[:, None] * x, c_noise)
@@ -410,7 +391,7 @@ def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, generator: torch.Generator
     Returns:
         A scalar tensor.
     """
-    x0 = _check_points(x0, "x0")
+    x0 = check_points("x0", x0)
     log_sigma = p_mean + p_std * torch.randn(len(x0), generator=generator, dtype=x0.dtype)
     sigma = log_sigma.exp()  # (B,)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
@@ -449,7 +430,7 @@ def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], tensors: Sequenc
     config = config or TrainConfig()
     check_int("config.steps", config.steps)
     check_int("config.batch_size", config.batch_size)
-    _check_positive("config.lr", config.lr)
+    check_positive("config.lr", config.lr)
     if not tensors or any(not isinstance(t, torch.Tensor) for t in tensors):
         raise TypeError("tensors must be a non-empty list of torch.Tensor")
     n = tensors[0].shape[0]
@@ -495,9 +476,9 @@ def karras_sigmas(n_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.
         ``(n_steps + 1,)`` float64, decreasing from ``sigma_max`` to ``sigma_min``, then 0.
     """
     check_int("n_steps", n_steps)
-    sigma_min = _check_positive("sigma_min", sigma_min)
-    sigma_max = _check_positive("sigma_max", sigma_max)
-    rho = _check_positive("rho", rho)
+    sigma_min = check_positive("sigma_min", sigma_min)
+    sigma_max = check_positive("sigma_max", sigma_max)
+    rho = check_positive("rho", rho)
     if sigma_min >= sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if n_steps == 1:
@@ -538,7 +519,7 @@ def ode_drift(denoiser: Denoiser, schedule: NoiseSchedule, x: torch.Tensor,
 
 
 def _check_noise(noise: object) -> torch.Tensor:
-    return _check_points(noise, "noise")
+    return check_points("noise", noise)
 
 
 def sample_ode(denoiser: Denoiser, sigmas: torch.Tensor, noise: torch.Tensor, solver: str = "heun",
@@ -611,8 +592,8 @@ def sample_stochastic(denoiser: Denoiser, sigmas: torch.Tensor, noise: torch.Ten
         Samples ``(B, d)``.
     """
     sigmas, noise = _check_sigmas(sigmas), _check_noise(noise)
-    churn = _check_positive("churn", churn, allow_zero=True)
-    s_noise = _check_positive("s_noise", s_noise)
+    churn = check_positive("churn", churn, allow_zero=True)
+    s_noise = check_positive("s_noise", s_noise)
     n = len(sigmas) - 1
     levels = sigmas.tolist()
     x = noise * levels[0]

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tutorlib import ot as tot
-from tutorlib.validation import check_int
+from tutorlib.validation import check_int, check_positive
 
 __all__ = [
     "LOSSES",
@@ -93,14 +93,6 @@ def _positive_int(value: object, name: str) -> int:
     return check_int(name, value, 1)
 
 
-def _positive_float(value: object, name: str, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        expected = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {expected}, got {value}")
-    return float(value)
-
 
 # --------------------------------------------------------------------------------------------
 # 1. data: the ring of eight Gaussians, and how to score samples against it
@@ -108,7 +100,7 @@ def _positive_float(value: object, name: str, allow_zero: bool = False) -> float
 def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
     r"""The centres :math:`\mu_k = r(\cos 2\pi k/K, \sin 2\pi k/K)`, :math:`k = 0..K-1`. Shape ``(K, 2)``."""
     modes = _positive_int(modes, "modes")
-    radius = _positive_float(radius, "radius")
+    radius = check_positive("radius", radius)
     angle = 2 * math.pi * torch.arange(modes, dtype=torch.float32) / modes
     return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
 
@@ -129,7 +121,7 @@ def ring_of_gaussians(
         ``(n, 2)`` float32 tensor.
     """
     n = _positive_int(n, "n")
-    std = _positive_float(std, "std")
+    std = check_positive("std", std)
     centers = ring_centers(modes, radius)  # (K, 2)
     k = torch.randint(0, modes, (n,), generator=generator)
     return centers[k] + std * torch.randn(n, 2, generator=generator)
@@ -167,7 +159,7 @@ def mode_coverage(
         raise ValueError(
             f"samples and centers must have the same dimension, got {samples.shape[1]} and {centers.shape[1]}"
         )
-    std = _positive_float(std, "std")
+    std = check_positive("std", std)
     min_count = _positive_int(min_count, "min_count")
     dist = torch.cdist(samples.detach().float(), centers.float())  # (N, K)
     nearest_dist, nearest = dist.min(dim=1)  # (N,), (N,)
@@ -339,7 +331,7 @@ def critic_loss_wgan_gp(
         raise ValueError(
             f"real and fake must both have shape (B, d), got {tuple(real.shape)} and {tuple(fake.shape)}"
         )
-    gp_weight = _positive_float(gp_weight, "gp_weight", allow_zero=True)
+    gp_weight = check_positive("gp_weight", gp_weight, allow_zero=True)
     loss = critic_loss_wgan(critic(real), critic(fake))
     return loss + gp_weight * tot.gradient_penalty(critic, real, fake, generator)
 
@@ -373,7 +365,7 @@ def clip_weights(module: nn.Module, clip: float = 0.01) -> None:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    clip = _positive_float(clip, "clip")
+    clip = check_positive("clip", clip)
     for p in module.parameters():
         p.clamp_(-clip, clip)
 
@@ -459,9 +451,9 @@ def _check_config(config: GANConfig) -> None:
         raise ValueError(f"config.optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
     for name in ("steps", "batch_size", "n_critic", "snapshot_every", "snapshot_size"):
         _positive_int(getattr(config, name), f"config.{name}")
-    _positive_float(config.lr, "config.lr")
-    _positive_float(config.clip, "config.clip")
-    _positive_float(config.gp_weight, "config.gp_weight", allow_zero=True)
+    check_positive("config.lr", config.lr)
+    check_positive("config.clip", config.clip)
+    check_positive("config.gp_weight", config.gp_weight, allow_zero=True)
     if len(config.betas) != 2 or not all(0 <= b < 1 for b in config.betas):
         raise ValueError(f"config.betas must be two numbers in [0, 1), got {config.betas!r}")
 

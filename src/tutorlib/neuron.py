@@ -22,20 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tutorlib.validation import check_points
+
 
 # --------------------------------------------------------------------------------------------
-# argument checks shared by the public functions
+# argument checks shared by the public functions (points: tutorlib.validation.check_points)
 # --------------------------------------------------------------------------------------------
-def _as_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N, D) with N >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    return x
-
-
 def _as_labels(y: torch.Tensor, n: int, name: str = "y") -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N,), got {type(y).__name__}")
@@ -68,7 +60,7 @@ def perceptron(x: torch.Tensor, w: torch.Tensor, threshold: float) -> torch.Tens
     Returns:
         ``(N,)`` tensor of 0/1 outputs (same dtype as ``x``).
     """
-    x = _as_points(x)
+    x = check_points("x", x)
     w = _as_weights(w, x.shape[1])
     return (x @ w > threshold).to(x.dtype)
 
@@ -86,7 +78,7 @@ def neuron(x: torch.Tensor, w: torch.Tensor, b: float | torch.Tensor) -> torch.T
     Returns:
         ``(N,)`` tensor of 0/1 outputs.
     """
-    x = _as_points(x)
+    x = check_points("x", x)
     w = _as_weights(w, x.shape[1])
     return (x @ w + b > 0).to(x.dtype)
 
@@ -126,7 +118,7 @@ def train_perceptron(
     References:
         Rosenblatt (1958), "The perceptron: a probabilistic model for information storage".
     """
-    x = _as_points(x)
+    x = check_points("x", x)
     y = _as_labels(y, x.shape[0])
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -224,7 +216,7 @@ def fit_logistic(
     Returns:
         The fitted model (in eval mode).
     """
-    x = _as_points(x)
+    x = check_points("x", x)
     y = _as_labels(y, x.shape[0]).to(x.dtype)
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, got {l2}")
@@ -270,7 +262,7 @@ def best_accuracy_through_origin(x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     Returns:
         ``(accuracy, w)`` with the best unit-norm direction ``w`` of shape ``(2,)``.
     """
-    x = _as_points(x)
+    x = check_points("x", x)
     if x.shape[1] != 2:
         raise ValueError(f"x must be 2-D points of shape (N, 2), got {tuple(x.shape)}")
     y = _as_labels(y, x.shape[0])

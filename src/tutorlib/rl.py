@@ -49,7 +49,7 @@ from gymnasium.vector import AutoresetMode
 from matplotlib.axes import Axes
 from torch import nn
 
-from tutorlib.validation import check_int
+from tutorlib.validation import check_int, check_positive
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks
@@ -63,14 +63,6 @@ def _check_unit_interval(name: str, value: object) -> float:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return float(value)
 
-
-def _check_positive(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not (value > 0 or (allow_zero and value == 0)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return float(value)
 
 
 def _check_tensor(name: str, value: object) -> torch.Tensor:
@@ -620,9 +612,9 @@ def _check_actor_critic_config(config: ActorCriticConfig) -> None:
     check_int("num_minibatches", config.num_minibatches)
     _check_unit_interval("gamma", config.gamma)
     _check_unit_interval("gae_lambda", config.gae_lambda)
-    _check_positive("learning_rate", config.learning_rate)
+    check_positive("learning_rate", config.learning_rate)
     if config.clip_coef is not None:
-        _check_positive("clip_coef", config.clip_coef)
+        check_positive("clip_coef", config.clip_coef)
     if (config.num_envs * config.num_steps) % config.num_minibatches:
         raise ValueError(
             f"num_minibatches={config.num_minibatches} must divide the rollout size "
@@ -859,7 +851,7 @@ def gaussian_exploration(
     A deterministic policy never tries anything new by itself; DDPG adds noise to the action it
     executes (not to the one it learns). ``sigma`` is relative to the half-range ``scale``.
     """
-    sigma = _check_positive("sigma", sigma, allow_zero=True)
+    sigma = check_positive("sigma", sigma, allow_zero=True)
     noise = torch.randn(actions.shape, generator=generator) * sigma * scale
     return torch.clamp(actions + noise, low, high)
 

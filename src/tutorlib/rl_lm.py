@@ -50,14 +50,13 @@ References:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tutorlib.validation import check_int
+from tutorlib.validation import check_int, check_positive
 
 #: Token ids: the digits are their own ids; then "+", "=", the end token and padding.
 PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
@@ -115,14 +114,6 @@ def _check_tokens(logp: object, mask: object, rewards: torch.Tensor, **others: o
                          "every answer has at least its end token")
 
 
-def _positive(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
-    return float(value)
-
 
 # --------------------------------------------------------------------------------------------
 # 1. group baselines
@@ -166,7 +157,7 @@ def group_normalised_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> tor
         standard deviation 1.
     """
     rewards = _check_rewards(rewards)
-    eps = _positive("eps", eps, allow_zero=True)
+    eps = check_positive("eps", eps, allow_zero=True)
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True)  # (B, 1), divisor k - 1
     scale = torch.where(std > 0, std + eps, torch.ones_like(std))  # constant group: 0 / 1 = 0
@@ -223,7 +214,7 @@ def kimi_loss(
     """
     rewards = _check_rewards(rewards)
     _check_tokens(logp, mask, rewards, logp_old=logp_old)
-    tau = _positive("tau", tau)
+    tau = check_positive("tau", tau)
     log_ratio = ((logp - logp_old) * mask).sum(dim=-1)  # (B, k): log pi_theta(y|x) / pi_i(y|x)
     baseline = rewards.mean(dim=1, keepdim=True)  # (B, 1): r-bar replaces tau log Z
     return ((rewards - baseline - tau * log_ratio) ** 2).mean()
@@ -342,8 +333,8 @@ def grpo_loss(
     """
     rewards = _check_rewards(rewards)
     _check_tokens(logp, mask, rewards, logp_old=logp_old, logp_ref=logp_ref)
-    clip_eps = _positive("clip_eps", clip_eps)
-    beta = _positive("beta", beta, allow_zero=True)
+    clip_eps = check_positive("clip_eps", clip_eps)
+    beta = check_positive("beta", beta, allow_zero=True)
     advantages = group_normalised_advantages(rewards, eps)[..., None]  # (B, k, 1): same for all t
     ratio = torch.exp(logp - logp_old)  # (B, k, T)
     surrogate = torch.minimum(ratio * advantages,

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tutorlib.edm import Denoiser, NoiseSchedule, _check_points, _check_positive, vp_schedule
-from tutorlib.validation import check_int
+from tutorlib.edm import Denoiser, NoiseSchedule, vp_schedule
+from tutorlib.validation import check_int, check_points, check_positive
 
 __all__ = [
     "VESDE",
@@ -86,7 +86,7 @@ def score_from_denoiser(denoiser: Denoiser, x: torch.Tensor, s: float, sigma: fl
     Returns:
         ``(B, d)``.
     """
-    x = _check_points(x, "x")
+    x = check_points("x", x)
     level = torch.full((len(x),), float(sigma), dtype=x.dtype)  # (B,)
     return (s * denoiser(x / s, level) - x) / (s * sigma) ** 2
 
@@ -112,7 +112,7 @@ def dsm_loss(score: Score, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Ten
     Returns:
         A scalar tensor: the mean over the batch of the summed squared error.
     """
-    x0, eps = _check_points(x0, "x0"), _check_points(eps, "eps")
+    x0, eps = check_points("x0", x0), check_points("eps", eps)
     if eps.shape != x0.shape or not isinstance(sigma, torch.Tensor) or sigma.shape != (len(x0),):
         raise ValueError(f"eps must match x0 {tuple(x0.shape)} and sigma must have shape ({len(x0)},)")
     noisy = x0 + sigma[:, None] * eps
@@ -149,9 +149,9 @@ def annealed_langevin(score: Score, sigmas: torch.Tensor, noise: torch.Tensor, s
     Returns:
         Samples ``(B, d)``; the sampler calls ``score`` ``L * T (+1)`` times.
     """
-    noise = _check_points(noise, "noise")
+    noise = check_points("noise", noise)
     check_int("steps_per_level", steps_per_level)
-    step_size = _check_positive("step_size", step_size)
+    step_size = check_positive("step_size", step_size)
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or len(sigmas) == 0:
         got = getattr(sigmas, "shape", sigmas)
         raise ValueError(f"sigmas must be a 1-D tensor of noise levels, got {got}")
@@ -192,8 +192,8 @@ class VPSDE:
     t_end: float = 1e-3  #: samplers stop here: the SDE's coefficients blow up as t -> 0
 
     def __post_init__(self) -> None:
-        _check_positive("beta_min", self.beta_min)
-        _check_positive("beta_max", self.beta_max)
+        check_positive("beta_min", self.beta_min)
+        check_positive("beta_max", self.beta_max)
         if self.beta_max <= self.beta_min:
             raise ValueError(f"beta_max must be > beta_min, got beta_min={self.beta_min}, "
                              f"beta_max={self.beta_max}")
@@ -230,8 +230,8 @@ class VESDE:
     t_end: float = 0.0  #: samplers stop here (σ = σ_min)
 
     def __post_init__(self) -> None:
-        _check_positive("sigma_min", self.sigma_min)
-        _check_positive("sigma_max", self.sigma_max)
+        check_positive("sigma_min", self.sigma_min)
+        check_positive("sigma_max", self.sigma_max)
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={self.sigma_min}, "
                              f"sigma_max={self.sigma_max}")
@@ -273,7 +273,7 @@ def _time_grid(sde: SDE, n_steps: int) -> list[float]:
 
 def _prior(sde: SDE, noise: torch.Tensor) -> torch.Tensor:
     s, sigma = _marginal(sde, 1.0)
-    return _check_points(noise, "noise") * (s * sigma)  # x_1 ≈ s(1)σ(1)·n: the data are negligible
+    return check_points("noise", noise) * (s * sigma)  # x_1 ≈ s(1)σ(1)·n: the data are negligible
 
 
 # --------------------------------------------------------------------------------------------
