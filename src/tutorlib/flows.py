@@ -80,9 +80,6 @@ def _check_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
     raise ValueError(f"{name} must have shape (N, D) with D >= 1, got {tuple(x.shape)}")
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    return check_int(name, value, minimum)
-
 
 # --------------------------------------------------------------------------------------------
 # the layer interface
@@ -96,7 +93,7 @@ class FlowLayer(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim", 1)
+        self.dim = check_int("dim", dim, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map ``x`` (N, D) to ``y`` (N, D); also return :math:`\\log|\\det \\partial y/\\partial x|` (N,)."""
@@ -126,10 +123,10 @@ def mlp(in_features: int, out_features: int, hidden: int = 64, depth: int = 2,
 
     Shapes: ``(N, in_features) -> (N, out_features)``.
     """
-    _check_int(in_features, "in_features", 1)
-    _check_int(out_features, "out_features", 1)
-    _check_int(hidden, "hidden", 1)
-    _check_int(depth, "depth", 1)
+    check_int("in_features", in_features, 1)
+    check_int("out_features", out_features, 1)
+    check_int("hidden", hidden, 1)
+    check_int("depth", depth, 1)
     layers: list[nn.Module] = []
     width = in_features
     for _ in range(depth):
@@ -158,7 +155,7 @@ class _Coupling(FlowLayer):
         super().__init__(dim)
         if dim < 2:
             raise ValueError(f"a coupling layer needs dim >= 2 to split the features in two, got dim={dim}")
-        split = dim // 2 if split is None else _check_int(split, "split", 1)
+        split = dim // 2 if split is None else check_int("split", split, 1)
         if not 1 <= split <= dim - 1:
             raise ValueError(f"split must be in [1, dim - 1] = [1, {dim - 1}] so that both parts "
                              f"are non-empty, got split={split}")
@@ -314,7 +311,7 @@ class Permutation(FlowLayer):
     @classmethod
     def random(cls, dim: int, generator: torch.Generator | None = None) -> Permutation:
         """A uniformly random permutation of ``dim`` features."""
-        return cls(torch.randperm(_check_int(dim, "dim", 1), generator=generator))
+        return cls(torch.randperm(check_int("dim", dim, 1), generator=generator))
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x[:, self.perm], x.new_zeros(x.shape[0])
@@ -328,7 +325,7 @@ class Reverse(Permutation):
     way to let the next coupling layer transform the other half)."""
 
     def __init__(self, dim: int) -> None:
-        super().__init__(torch.arange(_check_int(dim, "dim", 1) - 1, -1, -1))
+        super().__init__(torch.arange(check_int("dim", dim, 1) - 1, -1, -1))
 
 
 class ActNorm(FlowLayer):
@@ -465,8 +462,8 @@ def base_log_prob(z: torch.Tensor, base: str = "normal") -> torch.Tensor:
 def base_sample(n: int, dim: int, base: str = "normal",
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """``n`` samples of shape ``(n, dim)`` from the base distribution of :func:`base_log_prob`."""
-    _check_int(n, "n", 1)
-    _check_int(dim, "dim", 1)
+    check_int("n", n, 1)
+    check_int("dim", dim, 1)
     if base == "normal":
         return torch.randn(n, dim, generator=generator)
     if base == "logistic":
@@ -561,7 +558,7 @@ def make_nice(dim: int, n_couplings: int = 4, hidden: int = 64, depth: int = 2,
 
     With ``scaling=False`` every layer has unit Jacobian and the whole flow preserves volume.
     """
-    _check_int(n_couplings, "n_couplings", 1)
+    check_int("n_couplings", n_couplings, 1)
     layers: list[FlowLayer] = [AdditiveCoupling(dim, hidden, depth, swap=k % 2 == 1)
                                for k in range(n_couplings)]
     if scaling:
@@ -572,7 +569,7 @@ def make_nice(dim: int, n_couplings: int = 4, hidden: int = 64, depth: int = 2,
 def make_realnvp(dim: int, n_couplings: int = 4, hidden: int = 64, depth: int = 2,
                  scale_bound: float = 2.0, base: str = "normal") -> Flow:
     """RealNVP: affine couplings that alternate halves."""
-    _check_int(n_couplings, "n_couplings", 1)
+    check_int("n_couplings", n_couplings, 1)
     return Flow([AffineCoupling(dim, hidden, depth, swap=k % 2 == 1, scale_bound=scale_bound)
                  for k in range(n_couplings)], base)
 
@@ -585,7 +582,7 @@ def make_glow(dim: int, n_steps: int = 4, hidden: int = 64, depth: int = 2,
     ``pre`` are fixed layers put first (e.g. :class:`Logit` for images). Call
     :meth:`Flow.initialize` on a batch of data before training.
     """
-    _check_int(n_steps, "n_steps", 1)
+    check_int("n_steps", n_steps, 1)
     layers: list[FlowLayer] = list(pre)
     for _ in range(n_steps):
         layers += [ActNorm(dim), Invertible1x1(dim, generator),
@@ -641,7 +638,7 @@ def sample_2d(name: str, n: int, generator: torch.Generator | None = None) -> to
     - ``"8gaussians"``: equal mixture of 8 Gaussians with std ``EIGHT_GAUSSIANS_STD`` on a
       circle of radius ``EIGHT_GAUSSIANS_RADIUS``.
     """
-    _check_int(n, "n", 1)
+    check_int("n", n, 1)
     if name == "moons":
         upper = torch.rand(n, generator=generator) < 0.5
         angle = torch.rand(n, generator=generator) * math.pi
@@ -696,7 +693,7 @@ def toy_log_prob(name: str, x: torch.Tensor, n_nodes: int = 400) -> torch.Tensor
     if name == "8gaussians":
         centres, var = _eight_centres(x.dtype), EIGHT_GAUSSIANS_STD**2
     elif name == "moons":
-        centres, var = _moon_centres(_check_int(n_nodes, "n_nodes", 1), x.dtype), (2 * MOONS_NOISE) ** 2
+        centres, var = _moon_centres(check_int("n_nodes", n_nodes, 1), x.dtype), (2 * MOONS_NOISE) ** 2
     else:
         raise ValueError(f"name must be one of {TOY_DATASETS}, got {name!r}")
     out = []
@@ -720,7 +717,7 @@ def volume_preserving_nll_bound(entropy: float, dim: int) -> float:
     with equality on the right only when :math:`\\sigma^2 = 1`. The gap is what NICE's
     scaling layer is for.
     """
-    _check_int(dim, "dim", 1)
+    check_int("dim", dim, 1)
     if not math.isfinite(entropy):
         raise ValueError(f"entropy must be finite, got {entropy}")
     var = math.exp(2 * entropy / dim) / (2 * math.pi * math.e)
@@ -770,8 +767,8 @@ def train_flow(model: nn.Module, data: torch.Tensor, config: TrainConfig | None 
         data = _check_points(data, "data")
     elif not isinstance(data, torch.Tensor) or data.ndim != 2:
         raise ValueError(f"data must be a tensor of shape (N, D), got {getattr(data, 'shape', type(data))}")
-    _check_int(config.steps, "config.steps", 1)
-    _check_int(config.batch_size, "config.batch_size", 1)
+    check_int("config.steps", config.steps, 1)
+    check_int("config.batch_size", config.batch_size, 1)
     # fused=True: one kernel for all parameters; tiny models are dominated by per-op overhead
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   fused=True)
@@ -841,7 +838,7 @@ def dequantize(k: torch.Tensor, n_levels: int, generator: torch.Generator | None
     Returns:
         float32 tensor in :math:`[0, 1)`, shape ``(N, D)``.
     """
-    _check_int(n_levels, "n_levels", 2)
+    check_int("n_levels", n_levels, 2)
     if not isinstance(k, torch.Tensor) or k.is_floating_point() or k.is_complex():
         raise TypeError(f"k must be an integer tensor of pixel values, got "
                         f"{k.dtype if isinstance(k, torch.Tensor) else type(k).__name__}")
@@ -868,8 +865,8 @@ def bits_per_dim(log_prob: torch.Tensor | float, dim: int, n_levels: int) -> flo
         dim: :math:`D`.
         n_levels: :math:`L`.
     """
-    _check_int(dim, "dim", 1)
-    _check_int(n_levels, "n_levels", 2)
+    check_int("dim", dim, 1)
+    check_int("n_levels", n_levels, 2)
     mean_log_prob = float(torch.as_tensor(log_prob, dtype=torch.float64).mean())
     if not math.isfinite(mean_log_prob):
         raise ValueError(f"log_prob must be finite, got mean {mean_log_prob}")
@@ -934,7 +931,7 @@ def odeint(func: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor
     Returns:
         The states :math:`[y(t_0), y(t_0 + h), \\dots, y(t_1)]`, ``n_steps + 1`` tensors.
     """
-    _check_int(n_steps, "n_steps", 1)
+    check_int("n_steps", n_steps, 1)
     if method not in ("euler", "rk4"):
         raise ValueError(f"method must be 'euler' or 'rk4', got {method!r}")
     h = (t1 - t0) / n_steps
@@ -962,9 +959,9 @@ class VelocityField(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 64, depth: int = 2) -> None:
         super().__init__()
-        _check_int(dim, "dim", 1)
-        _check_int(hidden, "hidden", 1)
-        _check_int(depth, "depth", 1)
+        check_int("dim", dim, 1)
+        check_int("hidden", hidden, 1)
+        check_int("depth", depth, 1)
         layers: list[nn.Module] = []
         width = dim + 1
         for _ in range(depth):
@@ -1010,8 +1007,8 @@ class ContinuousFlow(nn.Module):
         if method not in ("euler", "rk4"):
             raise ValueError(f"method must be 'euler' or 'rk4', got {method!r}")
         self.velocity = velocity
-        self.dim = _check_int(getattr(velocity, "dim", 0), "velocity.dim", 1)
-        self.n_steps = _check_int(n_steps, "n_steps", 1)
+        self.dim = check_int("velocity.dim", getattr(velocity, "dim", 0), 1)
+        self.n_steps = check_int("n_steps", n_steps, 1)
         self.method, self.trace = method, trace
 
     def _augmented(self, eps: torch.Tensor | None) -> Callable[[float, torch.Tensor], torch.Tensor]:

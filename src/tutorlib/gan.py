@@ -89,9 +89,6 @@ def _as_scores(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def _positive_int(value: object, name: str) -> int:
-    return check_int(name, value, 1)
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +96,7 @@ def _positive_int(value: object, name: str) -> int:
 # --------------------------------------------------------------------------------------------
 def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
     r"""The centres :math:`\mu_k = r(\cos 2\pi k/K, \sin 2\pi k/K)`, :math:`k = 0..K-1`. Shape ``(K, 2)``."""
-    modes = _positive_int(modes, "modes")
+    modes = check_int("modes", modes)
     radius = check_positive("radius", radius)
     angle = 2 * math.pi * torch.arange(modes, dtype=torch.float32) / modes
     return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
@@ -120,7 +117,7 @@ def ring_of_gaussians(
     Returns:
         ``(n, 2)`` float32 tensor.
     """
-    n = _positive_int(n, "n")
+    n = check_int("n", n)
     std = check_positive("std", std)
     centers = ring_centers(modes, radius)  # (K, 2)
     k = torch.randint(0, modes, (n,), generator=generator)
@@ -160,7 +157,7 @@ def mode_coverage(
             f"samples and centers must have the same dimension, got {samples.shape[1]} and {centers.shape[1]}"
         )
     std = check_positive("std", std)
-    min_count = _positive_int(min_count, "min_count")
+    min_count = check_int("min_count", min_count)
     dist = torch.cdist(samples.detach().float(), centers.float())  # (N, K)
     nearest_dist, nearest = dist.min(dim=1)  # (N,), (N,)
     good = nearest_dist <= 3 * std  # (N,)
@@ -199,7 +196,7 @@ class Generator(nn.Module):
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("out_dim", out_dim), ("hidden", hidden),
                             ("layers", layers)):
-            _positive_int(value, name)
+            check_int(name, value)
         if skip and latent_dim != out_dim:
             raise ValueError(
                 f"skip needs latent_dim == out_dim, got latent_dim={latent_dim}, out_dim={out_dim}"
@@ -233,7 +230,7 @@ class Critic(nn.Module):
     def __init__(self, in_dim: int = 2, hidden: int = 128, layers: int = 3) -> None:
         super().__init__()
         for name, value in (("in_dim", in_dim), ("hidden", hidden), ("layers", layers)):
-            _positive_int(value, name)
+            check_int(name, value)
         blocks: list[nn.Module] = []
         width = in_dim
         for _ in range(layers):
@@ -450,7 +447,7 @@ def _check_config(config: GANConfig) -> None:
     if config.optimizer not in ("adam", "rmsprop"):
         raise ValueError(f"config.optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
     for name in ("steps", "batch_size", "n_critic", "snapshot_every", "snapshot_size"):
-        _positive_int(getattr(config, name), f"config.{name}")
+        check_int(f"config.{name}", getattr(config, name))
     check_positive("config.lr", config.lr)
     check_positive("config.clip", config.clip)
     check_positive("config.gp_weight", config.gp_weight, allow_zero=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +46,6 @@ from tutorlib.validation import check_int
 # argument checks shared by the public functions
 # --------------------------------------------------------------------------------------------
 
-
-def _positive_int(name: str, value: object) -> int:
-    return check_int(name, value, 1)
 
 
 def _tensor(name: str, x: object, ndim: int | None = None, shape_hint: str = "") -> torch.Tensor:
@@ -81,11 +78,22 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return out if bias is None else out + bias
 
 
-def _uniform_(params: Sequence[torch.Tensor], hidden_size: int) -> None:
-    """PyTorch's RNN initialisation: every weight uniform in :math:`\\pm 1/\\sqrt{H}`."""
-    bound = 1.0 / math.sqrt(hidden_size)
+def _init_cell(cell: nn.Module, input_size: int, hidden_size: int, gates: int) -> None:
+    """Give ``cell`` PyTorch's RNN-cell parameters, initialised as PyTorch does.
+
+    ``weight_ih`` ``(G·H, D)``, ``weight_hh`` ``(G·H, H)``, ``bias_ih`` and ``bias_hh`` ``(G·H,)``,
+    with the :math:`G` gates stacked in PyTorch's order; every entry uniform in :math:`\\pm 1/\\sqrt{H}`.
+    """
+    cell.input_size = check_int("input_size", input_size)
+    cell.hidden_size = check_int("hidden_size", hidden_size)
+    H, D = hidden_size, input_size
+    cell.weight_ih = nn.Parameter(torch.empty(gates * H, D))
+    cell.weight_hh = nn.Parameter(torch.empty(gates * H, H))
+    cell.bias_ih = nn.Parameter(torch.empty(gates * H))
+    cell.bias_hh = nn.Parameter(torch.empty(gates * H))
+    bound = 1.0 / math.sqrt(H)
     with torch.no_grad():
-        for p in params:
+        for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
             p.uniform_(-bound, bound)
 
 
@@ -105,14 +113,7 @@ class RNNCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        H, D = hidden_size, input_size
-        self.weight_ih = nn.Parameter(torch.empty(H, D))
-        self.weight_hh = nn.Parameter(torch.empty(H, H))
-        self.bias_ih = nn.Parameter(torch.empty(H))
-        self.bias_hh = nn.Parameter(torch.empty(H))
-        _uniform_(list(self.parameters()), H)
+        _init_cell(self, input_size, hidden_size, gates=1)
 
     def init_state(self, x: torch.Tensor) -> torch.Tensor:
         """The zero state :math:`h_0`, shape ``(B, H)``."""
@@ -145,14 +146,7 @@ class LSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        H, D = hidden_size, input_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * H, D))
-        self.weight_hh = nn.Parameter(torch.empty(4 * H, H))
-        self.bias_ih = nn.Parameter(torch.empty(4 * H))
-        self.bias_hh = nn.Parameter(torch.empty(4 * H))
-        _uniform_(list(self.parameters()), H)
+        _init_cell(self, input_size, hidden_size, gates=4)
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The zero state :math:`(h_0, c_0)`, each ``(B, H)``."""
@@ -195,14 +189,7 @@ class GRUCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        H, D = hidden_size, input_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * H, D))
-        self.weight_hh = nn.Parameter(torch.empty(3 * H, H))
-        self.bias_ih = nn.Parameter(torch.empty(3 * H))
-        self.bias_hh = nn.Parameter(torch.empty(3 * H))
-        _uniform_(list(self.parameters()), H)
+        _init_cell(self, input_size, hidden_size, gates=3)
 
     def init_state(self, x: torch.Tensor) -> torch.Tensor:
         """The zero state :math:`h_0`, shape ``(B, H)``."""
@@ -409,8 +396,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int) -> None:
         super().__init__()
-        self.embed_dim = _positive_int("embed_dim", embed_dim)
-        self.num_heads = _positive_int("num_heads", num_heads)
+        self.embed_dim = check_int("embed_dim", embed_dim)
+        self.num_heads = check_int("num_heads", num_heads)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
@@ -468,7 +455,7 @@ def sinusoidal_positional_encoding(n: int, d_model: int) -> torch.Tensor:
     Returns:
         ``(n, d_model)``.
     """
-    n, d_model = _positive_int("n", n), _positive_int("d_model", d_model)
+    n, d_model = check_int("n", n), check_int("d_model", d_model)
     if d_model % 2:
         raise ValueError(f"d_model must be even (sine/cosine pairs), got {d_model}")
     t = torch.arange(n, dtype=torch.float64)[:, None]  # (n, 1)
@@ -514,7 +501,7 @@ class TransformerEncoderBlock(nn.Module):
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, num_heads)
-        self.linear1 = _Affine(d_model, _positive_int("dim_feedforward", dim_feedforward))
+        self.linear1 = _Affine(d_model, check_int("dim_feedforward", dim_feedforward))
         self.linear2 = _Affine(dim_feedforward, d_model)
         self.norm1 = _LayerNorm(d_model)
         self.norm2 = _LayerNorm(d_model)
@@ -658,9 +645,9 @@ def make_recall_task(
     Returns:
         ``(tokens (n, L + 1) long, labels (n,) long)``. The vocabulary has ``C + M + 1`` ids.
     """
-    n, distance = _positive_int("n", n), _positive_int("distance", distance)
-    n_classes = _positive_int("n_classes", n_classes)
-    n_distractors = _positive_int("n_distractors", n_distractors)
+    n, distance = check_int("n", n), check_int("distance", distance)
+    n_classes = check_int("n_classes", n_classes)
+    n_distractors = check_int("n_distractors", n_distractors)
     labels = torch.randint(n_classes, (n,), generator=generator)
     noise = torch.randint(n_classes, n_classes + n_distractors, (n, distance - 1), generator=generator)
     query = torch.full((n, 1), n_classes + n_distractors)
@@ -675,9 +662,9 @@ class RecurrentClassifier(nn.Module):
         cells = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
         if cell not in cells:
             raise ValueError(f"cell must be one of {sorted(cells)}, got {cell!r}")
-        self.embed = nn.Embedding(_positive_int("vocab", vocab), _positive_int("d_model", d_model))
+        self.embed = nn.Embedding(check_int("vocab", vocab), check_int("d_model", d_model))
         self.cell = cells[cell](d_model, d_model)
-        self.head = _Affine(d_model, _positive_int("n_classes", n_classes))
+        self.head = _Affine(d_model, check_int("n_classes", n_classes))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens (B, N)`` -> logits ``(B, n_classes)``."""
@@ -691,13 +678,13 @@ class TransformerClassifier(nn.Module):
         self, vocab: int, d_model: int, n_classes: int, *, num_heads: int = 2, num_layers: int = 2
     ) -> None:
         super().__init__()
-        self.embed = nn.Embedding(_positive_int("vocab", vocab), _positive_int("d_model", d_model))
+        self.embed = nn.Embedding(check_int("vocab", vocab), check_int("d_model", d_model))
         self.blocks = nn.ModuleList(
             TransformerEncoderBlock(d_model, num_heads, 2 * d_model)
-            for _ in range(_positive_int("num_layers", num_layers))
+            for _ in range(check_int("num_layers", num_layers))
         )
         self.norm = _LayerNorm(d_model)
-        self.head = _Affine(d_model, _positive_int("n_classes", n_classes))
+        self.head = _Affine(d_model, check_int("n_classes", n_classes))
 
     def forward(self, tokens: torch.Tensor, *, return_attention: bool = False):
         """``tokens (B, N)`` -> logits ``(B, n_classes)`` [, list of ``(B, H, N, N)`` per layer]."""
@@ -757,7 +744,7 @@ def train_recall(kind: str, distance: int, cfg: RecallConfig, seed: int) -> tupl
 # --------------------------------------------------------------------------------------------
 def min_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """The fastest of ``repeats`` calls of ``fn()``, in seconds (the least disturbed by other jobs)."""
-    _positive_int("repeats", repeats)
+    check_int("repeats", repeats)
     for _ in range(warmup):
         fn()
     best = math.inf
