@@ -25,6 +25,19 @@ def test_score_from_gaussian_denoiser_is_the_gaussian_score():
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_score_from_denoiser_takes_one_level_per_point():
+    """Per-point levels (as annealed Langevin passes them): row i is the Gaussian score at sigma_i."""
+    x = torch.randn(5, 2, dtype=f64, generator=torch.Generator().manual_seed(2))
+    s, sigmas = 0.6, torch.tensor([0.1, 0.5, 0.9, 2.0, 7.0], dtype=f64)
+    ours = sde.score_from_denoiser(edm.gaussian_denoiser(MEAN, COV), x, s, sigmas)
+    for i, sigma in enumerate(sigmas.tolist()):
+        cov_t = s**2 * (COV + sigma**2 * torch.eye(2, dtype=f64))
+        expected = -(x[i] - s * MEAN) @ torch.linalg.inv(cov_t)
+        torch.testing.assert_close(ours[i], expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"sigma must be a float or have shape \(5,\)"):
+        sde.score_from_denoiser(edm.gaussian_denoiser(MEAN, COV), x, s, sigmas[:3])
+
+
 def test_dsm_loss_of_a_denoiser_is_its_x0_error_over_sigma_squared():
     g = torch.Generator().manual_seed(1)
     x0 = torch.randn(50, 2, generator=g, dtype=f64)

@@ -70,7 +70,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # --------------------------------------------------------------------------------------------
 # 1. scores: from a denoiser, and denoising score matching
 # --------------------------------------------------------------------------------------------
-def score_from_denoiser(denoiser: Denoiser, x: torch.Tensor, s: float, sigma: float) -> torch.Tensor:
+def score_from_denoiser(denoiser: Denoiser, x: torch.Tensor, s: float,
+                        sigma: float | torch.Tensor) -> torch.Tensor:
     r"""The score of the marginal :math:`x_t = s(x_0 + \sigma\varepsilon)`, from a denoiser.
 
     .. math::  \nabla_x \log p_t(x) = \frac{s\, D(x/s;\sigma) - x}{(s\sigma)^2}
@@ -81,14 +82,20 @@ def score_from_denoiser(denoiser: Denoiser, x: torch.Tensor, s: float, sigma: fl
     Args:
         denoiser: ``D(x_hat (B, d), sigma (B,))``.
         x: points ``(B, d)``.
-        s, sigma: the scale and noise level of the marginal.
+        s, sigma: the scale and noise level of the marginal; ``sigma`` a float, or one level per
+            point ``(B,)`` (as :func:`annealed_langevin` passes it).
 
     Returns:
         ``(B, d)``.
     """
     x = check_points("x", x)
-    level = torch.full((len(x),), float(sigma), dtype=x.dtype)  # (B,)
-    return (s * denoiser(x / s, level) - x) / (s * sigma) ** 2
+    if isinstance(sigma, torch.Tensor):
+        if sigma.shape != (len(x),):
+            raise ValueError(f"sigma must be a float or have shape ({len(x)},), got {tuple(sigma.shape)}")
+        level, spread = sigma.to(x.dtype), s * sigma.to(x.dtype)[:, None]  # (B,), (B, 1)
+    else:
+        level, spread = torch.full((len(x),), float(sigma), dtype=x.dtype), s * sigma  # (B,), float
+    return (s * denoiser(x / s, level) - x) / spread**2
 
 
 def dsm_loss(score: Score, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
