@@ -160,8 +160,11 @@ def group_normalised_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> tor
     eps = check_positive("eps", eps, allow_zero=True)
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True)  # (B, 1), divisor k - 1
-    scale = torch.where(std > 0, std + eps, torch.ones_like(std))  # constant group: 0 / 1 = 0
-    return centred / scale
+    # A constant group gets exactly 0 (its mean may differ from its values by one rounding step,
+    # which ``std > 0`` alone would blow up to +-0.8).
+    constant = rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True)
+    scale = torch.where(constant, torch.ones_like(std), std + eps)
+    return (centred / scale).masked_fill(constant, 0.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,275 @@
+"""Call every public function, class and method of tutorlib with bad arguments, one at a time.
+
+Not collected by pytest (the name does not start with ``test_``). Run it by hand:
+
+    .venv/bin/python tests/fuzz_arguments.py            # every topic module
+    .venv/bin/python tests/fuzz_arguments.py rl gan     # some modules
+
+How it works. For module ``m`` it runs ``tests/test_m.py`` once with this file loaded as a pytest
+plugin (``-p fuzz_arguments``). The plugin wraps every public callable of ``tutorlib.m`` and records
+the first valid call the tests make to each (a deep copy of the bound arguments). When the tests
+end, it replays each recorded call with ONE argument replaced by a bad value (an int made negative,
+fractional or a string; a float made NaN, infinite or negative; a tensor given a NaN, an extra
+trailing axis, one axis fewer or an integer dtype; an index tensor pushed out of range; a string
+made unknown; each field of a config dataclass in turn) and classifies the outcome:
+
+* ``clear``: ``ValueError``/``TypeError`` whose message names the argument (or the field);
+* ``unclear``: any other exception, or one that does not name the argument;
+* ``accepted``: the call returned (or was still running after a second, e.g. a trainer);
+* ``crash``: the process died (the replay runs in a forked child per callable).
+
+Some bad values are legitimately valid for some arguments (a negative coordinate, a seed of -1);
+``ALLOWED`` lists the (callable, argument) pairs judged valid on reading, which are not counted.
+The table printed at the end gives, per module, the share of bad calls that got a clear error.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+MODULES = [
+    "checks", "core", "detection", "detection_models", "diffusion", "edm", "flash", "flows", "gan",
+    "metrics", "neuron", "ot", "receptive_field", "rectified_flow", "rl", "rl_lm", "sde",
+    "sequence",
+]
+# Topic modules whose tests live in another test file.
+TEST_FILE = {"checks": "test_core", "source": "test_core", "style": "test_core"}
+# (qualified callable, argument) pairs where the "bad" values tried here are in fact valid.
+ALLOWED: set[tuple[str, str]] = set()
+TIMEOUT_S = 1.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _public_callables(module):
+    """Yield (qualified name, owner, attribute, function) for every public callable of ``module``."""
+    names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+    for name in names:
+        obj = getattr(module, name, None)
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue
+        if inspect.isfunction(obj):
+            yield name, module, name, obj
+        elif inspect.isclass(obj):
+            yield name, obj, "__init__", obj.__dict__.get("__init__")
+            for attr, value in vars(obj).items():
+                if inspect.isfunction(value) and not attr.startswith("_"):
+                    yield f"{name}.{attr}", obj, attr, value
+
+
+def _copy(value):
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
+RECORDS: dict[str, tuple] = {}
+
+
+def _install(module) -> None:
+    for qual, owner, attr, fn in _public_callables(module):
+        if fn is None:
+            continue
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue
+
+        def wrapper(*args, __fn=fn, __qual=qual, __sig=sig, **kwargs):
+            if __qual not in RECORDS:
+                try:
+                    bound = __sig.bind(*args, **kwargs)
+                    RECORDS[__qual] = (__fn, _copy(bound))
+                except Exception:
+                    pass
+            return __fn(*args, **kwargs)
+
+        wrapper.__wrapped__ = fn
+        wrapper.__signature__ = sig
+        wrapper.__name__ = fn.__name__
+        wrapper.__qualname__ = fn.__qualname__
+        wrapper.__doc__ = fn.__doc__
+        setattr(owner, attr, wrapper)
+
+
+def _bad_values(value):
+    """Bad replacements for ``value``: list of (label, bad value)."""
+    import torch
+
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, int):
+        return [("int -1", -1), ("int 2.5", 2.5), ("int 'a'", "a")]
+    if isinstance(value, float):
+        return [("float nan", math.nan), ("float inf", math.inf), ("float -1", -1.0), ("float 'a'", "a")]
+    if isinstance(value, str):
+        return [("str bogus", "bogus_value")]
+    if isinstance(value, torch.Tensor):
+        out = []
+        if value.is_floating_point():
+            if value.numel() > 0:
+                nan = value.detach().clone()
+                nan.view(-1)[0] = math.nan
+                out.append(("tensor nan", nan))
+            out.append(("tensor int dtype", value.detach().round().long()))
+        elif value.dtype != torch.bool and value.numel() > 0:
+            out.append(("index -1", value.clone().fill_(-1)))
+            out.append(("index huge", value.clone().fill_(10**6)))
+        out.append(("tensor extra axis", value.unsqueeze(-1)))
+        if value.ndim >= 1:
+            out.append(("tensor one axis fewer", value[0] if value.shape[0] > 0 else value.sum(0)))
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = []
+        for field in dataclasses.fields(value):
+            if not field.init:
+                continue
+            for label, bad in _bad_values(getattr(value, field.name)):
+                out.append((f"field {field.name}: {label}", (field.name, bad)))
+        return out
+    return []
+
+
+def _classify(exc: BaseException | None, names: list[str]) -> str:
+    if exc is None:
+        return "accepted"
+    if isinstance(exc, _Timeout):
+        return "accepted"
+    if isinstance(exc, ValueError | TypeError) and any(n in str(exc) for n in names):
+        return "clear"
+    return "unclear"
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def _replay(qual, fn, bound) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    results = []
+    signal.signal(signal.SIGALRM, _alarm)
+    for arg, value in list(bound.arguments.items()):
+        if arg == "self" or (qual.split(".")[-1], arg) in ALLOWED or (qual, arg) in ALLOWED:
+            continue
+        for label, bad in _bad_values(value):
+            names = [arg]
+            trial = _copy(bound)
+            exc = None
+            signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
+            try:
+                if label.startswith("field "):
+                    field, badvalue = bad
+                    names = [field]
+                    if (qual, field) in ALLOWED:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                        continue
+                    trial.arguments[arg] = dataclasses.replace(trial.arguments[arg], **{field: badvalue})
+                else:
+                    trial.arguments[arg] = bad
+                fn(*trial.args, **trial.kwargs)
+            except BaseException as e:  # classifying every outcome is the point
+                exc = e
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            kind = _classify(exc, names)
+            message = "" if exc is None else f"{type(exc).__name__}: {str(exc)[:160]}"
+            results.append({"call": qual, "arg": arg, "bad": label, "kind": kind, "message": message})
+    return results
+
+
+def _fuzz_module(name: str) -> dict:
+    results = []
+    for qual, (fn, bound) in sorted(RECORDS.items()):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                payload = json.dumps(_replay(qual, fn, bound)).encode()
+            except BaseException as e:
+                payload = json.dumps([{"call": qual, "arg": "?", "bad": "?", "kind": "unclear",
+                                       "message": f"fuzzer: {e!r}"}]).encode()
+            with os.fdopen(write, "wb") as f:
+                f.write(payload)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or not data:
+            results.append({"call": qual, "arg": "?", "bad": "?", "kind": "crash",
+                            "message": f"child exit status {status}"})
+        else:
+            results.extend(json.loads(data))
+    return {"module": name, "recorded": sorted(RECORDS), "results": results}
+
+
+# ---------------------------------------------------------------- pytest plugin (runs in the child)
+
+def pytest_configure(config):
+    name = os.environ.get("FUZZ_MODULE")
+    if name:
+        _install(importlib.import_module(f"tutorlib.{name}"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    name = os.environ.get("FUZZ_MODULE")
+    if name:
+        module = importlib.import_module(f"tutorlib.{name}")
+        report = _fuzz_module(name)
+        report["public"] = sorted(q for q, *_ in _public_callables(module))
+        Path(os.environ["FUZZ_OUT"]).write_text(json.dumps(report, indent=1))
+
+
+# ---------------------------------------------------------------- driver
+
+def main(argv: list[str]) -> None:
+    modules = argv or MODULES
+    outdir = Path(os.environ.get("FUZZ_DIR", "/tmp/tutorlib_fuzz"))
+    outdir.mkdir(exist_ok=True)
+    rows = []
+    for name in modules:
+        out = outdir / f"{name}.json"
+        test = ROOT / "tests" / f"{TEST_FILE.get(name, 'test_' + name)}.py"
+        env = dict(os.environ, FUZZ_MODULE=name, FUZZ_OUT=str(out))
+        subprocess.run([sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider",
+                        "-p", "fuzz_arguments", "--no-header", "-W", "ignore"],
+                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not out.exists():
+            rows.append((name, 0, 0, 0, 0, 0, 0, 0))
+            continue
+        report = json.loads(out.read_text())
+        res = report["results"]
+        count = {k: sum(r["kind"] == k for r in res) for k in ("clear", "unclear", "accepted", "crash")}
+        total = len(res)
+        uncovered = len(set(report["public"]) - set(report["recorded"]))
+        rows.append((name, total, count["clear"], count["unclear"], count["accepted"], count["crash"],
+                     100.0 * count["clear"] / max(total, 1), uncovered))
+    print(f"{'module':18s} {'calls':>6s} {'clear':>6s} {'unclear':>8s} {'accepted':>9s} {'crash':>6s}"
+          f" {'clear %':>8s} {'not recorded':>13s}")
+    for name, total, clear, unclear, accepted, crash, share, uncovered in rows:
+        print(f"{name:18s} {total:6d} {clear:6d} {unclear:8d} {accepted:9d} {crash:6d} {share:7.0f}%"
+              f" {uncovered:13d}")
+    total = sum(r[1] for r in rows)
+    clear = sum(r[2] for r in rows)
+    print(f"{'all':18s} {total:6d} {clear:6d} {'':8s} {'':9s} {'':6s} {100.0 * clear / max(total, 1):7.0f}%")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
