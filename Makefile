@@ -41,10 +41,12 @@ $(VENDOR)/.done: site/vendor.sha256
 # a cell that raises stops it (_config.yml: allow_errors false).
 # The HTML is rewritten from scratch each time (Sphinx does not refresh copied extra files);
 # executed notebooks come from the cache, so this takes seconds.
+# TUTORLIB_WIDGETS=static: widgets pre-render every setting, so they work on the static site
+# (tutorlib/widgets.py); a reader's kernel draws on demand instead.
 book: setup vendor
 	$(BIN)/python tests/bookcache.py
 	rm -rf _build/html
-	$(BIN)/jupyter-book build . --builder html -W --keep-going
+	TUTORLIB_WIDGETS=static $(BIN)/jupyter-book build . --builder html -W --keep-going
 
 # Unit tests and every chapter (nbval; leaves the executed chapters in the build's cache),
 # then the book (renders from that cache), then the browser tests of the built site.

@@ -13,6 +13,7 @@ even one not yet listed in ``_toc.yml``.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -38,6 +39,9 @@ _CHAPTERS: set[Path] = set()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # The outputs go to the website, which has no kernel: widgets pre-render every setting
+    # (tutorlib.widgets' static mode). The chapters' kernels inherit this variable.
+    os.environ.setdefault("TUTORLIB_WIDGETS", "static")
     bookcache.reset_if_stale()
     _CHAPTERS.update(bookcache.chapters())
     # A chapter named on the command line runs even before it is in _toc.yml (new chapters).

@@ -7,6 +7,7 @@ total and the slowest cells, so that a chapter over its budget can be cut where 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jupytext
@@ -15,6 +16,7 @@ from nbclient import NotebookClient
 
 def profile(path: str, top: int) -> None:
     nb = jupytext.read(path, fmt="md:myst")
+    os.environ.setdefault("TUTORLIB_WIDGETS", "static")  # as when the book is built
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": "book"}})
     times: list[tuple[float, int, str]] = []
     with client.setup_kernel():

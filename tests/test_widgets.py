@@ -1,4 +1,7 @@
-"""tutorlib.widgets: every setting rendered, linked in the browser, clear errors."""
+"""tutorlib.widgets: static mode (every setting rendered, linked in the browser), live mode
+(drawn on demand, ipywidgets 7 and 8), clear errors."""
+
+import time
 
 import ipywidgets as w
 import matplotlib
@@ -7,7 +10,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from tutorlib.widgets import figure_to_png, interact, render_settings
+from tutorlib import widgets
+from tutorlib.widgets import figure_to_png, interact, render_settings, widget_mode
+
+
+@pytest.fixture(autouse=True)
+def static_mode(monkeypatch):
+    """Most tests here are of the static widget the website shows; live tests override this."""
+    monkeypatch.setenv("TUTORLIB_WIDGETS", "static")
+
+
+@pytest.fixture
+def live_mode(monkeypatch):
+    monkeypatch.setenv("TUTORLIB_WIDGETS", "live")
 
 
 def draw(a, b=0.0):
@@ -118,3 +133,106 @@ def test_draw_must_return_a_figure():
         interact(lambda a: 1, a=[1])
     with pytest.raises(TypeError):
         figure_to_png("not a figure")
+
+
+# ------------------------------------------------------------------------------------------------
+# live mode: a kernel (Jupyter, Colab)
+# ------------------------------------------------------------------------------------------------
+def _spy(calls):
+    def spy(a, b=0.0):
+        calls.append((a, b))
+        return draw(a, b)
+
+    return spy
+
+
+def test_mode_is_live_unless_static_is_asked_for(monkeypatch):
+    monkeypatch.delenv("TUTORLIB_WIDGETS")
+    assert widget_mode() == "live"
+    monkeypatch.setenv("TUTORLIB_WIDGETS", " Static ")
+    assert widget_mode() == "static"
+    monkeypatch.setenv("TUTORLIB_WIDGETS", "")
+    assert widget_mode() == "live"
+    monkeypatch.setenv("TUTORLIB_WIDGETS", "prerender")
+    with pytest.raises(ValueError, match=r"TUTORLIB_WIDGETS must be one of.*'prerender'"):
+        interact(draw, a=[1])
+
+
+def test_live_widget_draws_only_the_initial_setting_at_first(live_mode):
+    calls = []
+    box = interact(_spy(calls), a=[1, 2, 3], b=[0.0, 1.0], initial={"a": 2, "b": 1.0})
+    assert calls == [(2, 1.0)]
+    slider_a, slider_b, status, image = box.children
+    assert isinstance(image, w.Image) and status.value == ""
+    assert (slider_a.index, slider_b.index) == (1, 1)
+    assert image.value == render_settings(draw, {"a": [2], "b": [1.0]})[(0, 0)]
+    assert not any(isinstance(child, getattr(w, "Stack", ())) for child in box.children)
+
+
+def test_live_widget_draws_a_new_setting_once_and_then_reuses_it(live_mode):
+    calls = []
+    box = interact(_spy(calls), a=[1, 2, 3], b=[0.0, 1.0])
+    slider_a, slider_b, _, image = box.children
+    first = image.value
+    slider_a.index = 2  # a = 3
+    assert calls[-1] == (3, 0.0)
+    assert image.value == render_settings(draw, {"a": [3], "b": [0.0]})[(0, 0)]
+    slider_b.index = 1
+    assert calls[-1] == (3, 1.0)
+    slider_a.index = 0
+    slider_b.index = 0  # back to the first setting: cached, not drawn again
+    assert image.value == first
+    assert calls.count((1, 0.0)) == 1
+    assert len(calls) == len(set(calls)) == 4  # (1,0) (3,0) (3,1) (1,1)
+
+
+def test_live_widget_shows_its_first_figure_at_once_however_many_settings(live_mode):
+    """48 settings of 50 ms each would take 2.4 s to pre-render; live mode draws one."""
+
+    def slow(a, b):
+        time.sleep(0.05)
+        return draw(a, b)
+
+    started = time.perf_counter()
+    interact(slow, a=list(range(8)), b=list(range(6)))
+    assert time.perf_counter() - started < 1.0
+
+
+def test_live_widget_shows_the_error_of_a_setting_that_raises_and_keeps_working(live_mode):
+    def fragile(a):
+        if a == 2:
+            raise ZeroDivisionError("boom")
+        return draw(a)
+
+    box = interact(fragile, a=[1, 2, 3])
+    slider, status, image = box.children
+    before = image.value
+    slider.index = 1
+    assert "ZeroDivisionError: boom" in status.value and "{'a': 2}" in status.value
+    assert image.value == before
+    slider.index = 2
+    assert status.value == "" and image.value != before
+
+
+def test_live_widget_raises_when_the_initial_setting_raises(live_mode):
+    def fragile(a):
+        raise ValueError("bad a")
+
+    with pytest.raises(ValueError, match="bad a") as info:
+        interact(fragile, a=[1, 2])
+    assert any("{'a': 1}" in note for note in info.value.__notes__)
+
+
+def test_live_widget_checks_arguments_like_the_static_one(live_mode):
+    with pytest.raises(ValueError, match="exceed max_settings=4"):
+        interact(draw, a=[1, 2, 3], b=[0, 1], max_settings=4)
+    with pytest.raises(ValueError, match="initial value 7"):
+        interact(draw, a=[1, 2], initial={"a": 7})
+
+
+def test_static_mode_without_stack_falls_back_to_live_with_a_warning(monkeypatch):
+    """ipywidgets 7 (Colab) has no Stack: the widget is drawn on demand instead."""
+    monkeypatch.delattr(widgets.w, "Stack", raising=False)
+    with pytest.warns(UserWarning, match="needs ipywidgets>=8"):
+        box = interact(draw, a=[1, 2])
+    assert isinstance(box.children[-1], w.Image)

@@ -1,9 +1,11 @@
 """Sphinx extension with the course's additions to the Jupyter Book site.
 
 - **Colab and downloads.** Every chapter is exported to ``notebooks/<chapter>.ipynb`` in the
-  site (jupytext), with a first cell that installs ``tutorlib`` when it is missing (as on Colab),
-  pinned to the revision the site was built from. Each chapter page gets "Open in Colab" and
-  "Download .ipynb" buttons pointing at those notebooks.
+  site (jupytext), with a first cell (:data:`INSTALL_CELL`) that installs ``tutorlib`` and the
+  chapter's extras (front matter ``course: extras: [rl]``) at the revision the site was built
+  from, without upgrading what Colab has already imported. Each chapter page gets "Open in
+  Colab" and "Download .ipynb" buttons; Colab's needs the repository (:func:`repository`), and a
+  build without one says so on the page. ``course: colab_gpu: true`` asks Colab for a GPU.
 - **Execution status.** ``{course-environment}`` prints the machine the chapters were executed
   on; the role ``{exec-time}`chapter``` prints a chapter's measured execution time.
 - **No thebe.** Jupyter Book always loads sphinx-thebe; the course has no live-kernel buttons,
@@ -32,18 +34,119 @@ logger = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = "notebooks"
 
+# The first cell of every exported notebook. It must run on Colab (whose kernel has already
+# imported ipython, ipywidgets, traitlets, numpy, torch... at Colab's versions) and in a bare
+# Jupyter, so it only uses the standard library. @@NAME@@ placeholders are filled per chapter.
 INSTALL_CELL = '''\
-# Set-up: install the course's library, tutorlib, when it is missing (as on Colab).
-# It is pinned to the revision this notebook was built from, so text and code agree.
+# @title Set-up: install tutorlib, the course's library (run this cell first)
+# It installs tutorlib at the revision this notebook was built from, so text and code agree,
+# plus what this chapter needs beyond it. It never upgrades a package this kernel has already
+# imported; if an install would change one, it stops and asks you to restart the runtime.
+import importlib
+import importlib.metadata
 import importlib.util
+import json
 import os
+import pathlib
 import subprocess
 import sys
 
-if importlib.util.find_spec("tutorlib") is None:
-    spec = os.environ.get("TUTORLIB_SPEC", "tutorlib @ git+{repository}@{revision}")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", spec])
+REVISION = "@@REVISION@@"  # the git commit this notebook was built from
+REPOSITORY = "@@REPOSITORY@@"  # empty when the notebook was built without one
+EXTRAS = "@@EXTRAS@@"  # tutorlib's optional dependencies this chapter uses
+NEEDS = @@NEEDS@@  # modules this chapter imports beyond tutorlib's core
+
+
+def tutorlib_source():
+    """Where the installed tutorlib came from (a commit or a file URL); None when it is absent."""
+    try:
+        info = json.loads(importlib.metadata.distribution("tutorlib").read_text("direct_url.json") or "{}")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if info.get("dir_info", {}).get("editable"):
+        return "editable"  # a checkout installed with `pip install -e`: yours, left alone
+    return info.get("vcs_info", {}).get("commit_id") or info.get("url", "unknown")
+
+
+def loaded_versions():
+    """The version of every installed package that provides a module this kernel has imported."""
+    provides = importlib.metadata.packages_distributions()
+    names = {d for m in list(sys.modules) for d in provides.get(m.partition(".")[0], [])}
+    return {n: importlib.metadata.version(n) for n in names}
+
+
+local = os.environ.get("TUTORLIB_SPEC")  # e.g. a path to your clone; the course's tests set it
+if local:
+    spec, wanted = local + EXTRAS, pathlib.Path(local).resolve().as_uri()
+else:
+    spec, wanted = f"tutorlib{EXTRAS} @ git+{REPOSITORY}@{REVISION}", REVISION
+missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+source = tutorlib_source()
+if source in (wanted, "editable") and not missing:
+    print(f"tutorlib is installed ({source[:12]}); nothing to do.")
+elif not REPOSITORY and not local:
+    if source is None or missing:
+        raise RuntimeError(
+            "This notebook was built without a repository address, so it cannot install "
+            f"tutorlib{EXTRAS} itself. From a clone of the course run `pip install -e .{EXTRAS}` "
+            "(or set TUTORLIB_SPEC to a path or pip requirement)."
+        )
+    print(f"Using the installed tutorlib ({source[:12]}); this notebook was built from {REVISION[:12]}.")
+else:
+    before = loaded_versions()
+    print(f"Installing {spec} ...")
+    subprocess.check_call(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--progress-bar", "off",
+         "--upgrade", "--upgrade-strategy", "only-if-needed", spec]
+    )
+    importlib.invalidate_caches()
+    after = loaded_versions()
+    changed = [f"{n} {v} -> {after[n]}" for n, v in before.items() if after.get(n, v) != v]
+    if changed or "tutorlib" in sys.modules:
+        reason = ", ".join(changed) or "tutorlib itself, which this kernel had already imported"
+        raise RuntimeError(
+            f"RESTART NEEDED: the install changed {reason}. Restart the runtime (Colab: "
+            "Runtime > Restart session; Jupyter: Kernel > Restart), then run the notebook again "
+            "from this cell; it will find everything installed."
+        )
+    print("tutorlib", importlib.metadata.version("tutorlib"), "installed; the chapter can run.")
 '''
+
+#: The optional dependencies of tutorlib (pyproject.toml's extras) and the modules they provide.
+EXTRA_MODULES = {"rl": "gymnasium", "detection": "pycocotools", "flash": "triton"}
+
+
+def course_metadata(path: Path) -> dict:
+    """The ``course:`` block of a chapter's front matter (``extras``, ``colab_gpu``)."""
+    import yaml
+
+    text = path.read_text(encoding="utf8")
+    if not text.startswith("---"):
+        return {}
+    front = yaml.safe_load(text.split("\n---", 1)[0].removeprefix("---")) or {}
+    meta = front.get("course") or {}
+    unknown = set(meta) - {"extras", "colab_gpu"}
+    extras = meta.get("extras", [])
+    if unknown or not isinstance(extras, list) or set(extras) - set(EXTRA_MODULES):
+        raise ValueError(
+            f"{path}: the front matter's course block takes extras (a list from "
+            f"{sorted(EXTRA_MODULES)}) and colab_gpu (true/false), got {meta!r}"
+        )
+    return meta
+
+
+def install_cell(repository: str, revision: str, extras: list[str]) -> str:
+    """The first cell of an exported notebook (see :data:`INSTALL_CELL`)."""
+    fills = {
+        "@@REVISION@@": revision,
+        "@@REPOSITORY@@": repository,
+        "@@EXTRAS@@": f"[{','.join(extras)}]" if extras else "",
+        "@@NEEDS@@": repr([EXTRA_MODULES[e] for e in extras]),
+    }
+    cell = INSTALL_CELL
+    for key, value in fills.items():
+        cell = cell.replace(key, value)
+    return cell
 
 
 # ----------------------------------------------------------------------------------------------
@@ -63,18 +166,29 @@ def notebook_path(docname: str) -> str:
     return f"{NOTEBOOK_DIR}/{posixpath.basename(docname)}.ipynb"
 
 
-def repository(app: Sphinx) -> str:
-    url = app.config.html_theme_options.get("repository_url", "") or ""
-    return url.rstrip("/")
+def repository(app: Sphinx | None = None) -> str:
+    """The course's GitHub repository as ``https://github.com/owner/name``, or ``""``.
+
+    From ``COURSE_REPOSITORY`` or ``GITHUB_REPOSITORY`` (``owner/name``, set by GitHub Actions
+    in the deploy workflow), else ``repository.url`` in ``_config.yml``. A local build usually
+    has none: its pages then say that the Colab button needs one, instead of linking nowhere.
+    """
+    name = os.environ.get("COURSE_REPOSITORY") or os.environ.get("GITHUB_REPOSITORY")
+    if name:
+        return "https://github.com/" + name.strip().strip("/").removeprefix("https://github.com/")
+    url = app.config.html_theme_options.get("repository_url", "") if app is not None else ""
+    return (url or "").rstrip("/")
 
 
-def revision(app: Sphinx) -> str:
-    """The commit the site is built from (COURSE_REVISION overrides; else the version tag)."""
-    if os.environ.get("COURSE_REVISION"):
-        return os.environ["COURSE_REVISION"]
+def revision(app: Sphinx | None = None) -> str:
+    """The commit the site is built from: ``COURSE_REVISION``, ``GITHUB_SHA``, or git's HEAD."""
+    for variable in ("COURSE_REVISION", "GITHUB_SHA"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    cwd = app.srcdir if app is not None else Path(__file__).parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=app.srcdir, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -84,7 +198,10 @@ def revision(app: Sphinx) -> str:
 
 
 def colab_url(app: Sphinx, docname: str) -> str:
+    """The Colab address of a chapter's notebook on the published branch; ``""`` without a repository."""
     github = repository(app).removeprefix("https://github.com/")
+    if not github:
+        return ""
     branch = app.config.course_pages_branch
     return f"https://colab.research.google.com/github/{github}/blob/{branch}/{notebook_path(docname)}"
 
@@ -96,10 +213,21 @@ def add_launch_buttons(app: Sphinx, doctree: nodes.document, docname: str) -> No
     if app.builder.format != "html" or not is_chapter(app, docname):
         return
     download = posixpath.relpath(notebook_path(docname), posixpath.dirname(docname) or ".")
+    colab = colab_url(app, docname)
+    if colab:
+        colab_html = (
+            f'<a class="course-button course-colab" href="{colab}" '
+            'target="_blank" rel="noopener">Open in Colab</a>'
+        )
+    else:
+        colab_html = (
+            '<span class="course-no-colab">No Colab link: this copy of the site was built '
+            "without a repository address (the deploy workflow sets GITHUB_REPOSITORY). "
+            "Download the notebook, or open the chapter in Jupyter from a clone.</span>"
+        )
     html = (
         '<div class="course-launch">'
-        f'<a class="course-button course-colab" href="{colab_url(app, docname)}" '
-        'target="_blank" rel="noopener">Open in Colab</a>'
+        + colab_html +
         f'<a class="course-button course-download" href="{download}" '
         f'download="{posixpath.basename(download)}">Download .ipynb</a>'
         "</div>"
@@ -171,10 +299,16 @@ def export_notebook(app: Sphinx, docname: str, outdir: Path) -> Path:
                 # a function, not a string: a reference may contain backslashes (LaTeX accents)
                 cell.source = re.sub(r"```\{footbibliography\}\n```", lambda _, r=refs: r, cell.source)
         cell.metadata.pop("lines_to_next_cell", None)
-    install = INSTALL_CELL.format(repository=repository(app), revision=revision(app))
-    nb.cells.insert(0, nbformat.v4.new_code_cell(install, metadata={"tags": ["course-setup"]}))
+    meta = course_metadata(source)
+    install = install_cell(repository(app), revision(app), meta.get("extras", []))
+    nb.cells.insert(0, nbformat.v4.new_code_cell(
+        install, metadata={"tags": ["course-setup"], "cellView": "form"}))
     nb.metadata.pop("jupytext", None)
+    nb.metadata.pop("course", None)
     nb.metadata["colab"] = {"provenance": []}
+    if meta.get("colab_gpu"):  # Colab opens the notebook on a GPU runtime
+        nb.metadata["accelerator"] = "GPU"
+        nb.metadata["colab"]["gpuType"] = "T4"
     target = outdir / notebook_path(docname)
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nbformat.from_dict(nb), target)

@@ -1,25 +1,36 @@
-"""Widgets that work on the static website, where no Python kernel runs.
+"""Widgets that work in every place a chapter is read: the static website, Jupyter and Colab.
 
-A static page cannot call Python when a slider moves. So :func:`interact` calls the drawing
-function for *every* setting of the controls ahead of time, stores each figure as a PNG in an
-``ipywidgets.Stack`` and links each slider to the stack's ``selected_index`` with
+:func:`interact` has two ways to turn slider positions into figures, one per place:
+
+**Static (the website).** A static page cannot call Python when a slider moves. So the drawing
+function is called for *every* setting of the controls ahead of time, each figure is stored as a
+PNG in an ``ipywidgets.Stack``, and each slider is linked to the stack's ``selected_index`` with
 ``ipywidgets.jslink``. The link lives in the browser: the page switches images with no kernel.
-In Jupyter the same widget works unchanged.
+Because every setting is rendered when the book is built, a setting that raises makes the build
+fail: the build is a test of every slider position. With two or more controls the stacks are
+nested: the outer stack follows the first slider, each of its children is a stack that follows
+the second, and so on (``jslink`` can only copy one value to another).
 
-Because every setting is rendered when the book is built, a setting that raises makes the
-build fail: the build is a test of every slider position.
+**Live (a kernel: Jupyter, Colab, VS Code).** A reader should see the first figure at once, not
+after every setting has been drawn, and Colab renders ipywidgets **7**, which has no ``Stack``.
+So the figure is drawn on demand: the first setting when the widget is made, then the setting a
+slider moves to, each drawn once and cached. This uses only ``SelectionSlider``, ``Image`` and
+``observe``, which ipywidgets 7 and 8 share.
 
-With two or more controls the stacks are nested: the outer stack follows the first slider and
-each of its children is a stack that follows the second, and so on. ``jslink`` can only copy
-one value to another, so nesting is how a combination of sliders picks one image.
+The mode comes from the environment variable ``TUTORLIB_WIDGETS``: ``static`` when the book is
+built (the Makefile and the test plugin set it), anything else or unset means ``live``. Static
+mode needs ipywidgets 8; with ipywidgets 7 it falls back to live mode with a warning.
 """
 
 from __future__ import annotations
 
+import html
 import inspect
 import io
 import itertools
 import math
+import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as w
@@ -32,6 +43,32 @@ MAX_SETTINGS = 256
 #: Resolution of the pre-rendered images: lower than the book's figures, since a widget
 #: embeds one PNG per setting in the page.
 WIDGET_DPI = 80
+#: The environment variable that selects the mode, and its values.
+MODE_VARIABLE = "TUTORLIB_WIDGETS"
+MODES = ("static", "live")
+
+
+def widget_mode() -> str:
+    """``"static"`` (every setting pre-rendered, for the website) or ``"live"`` (drawn on demand).
+
+    Read from ``TUTORLIB_WIDGETS`` each call: ``static`` selects static mode; unset or empty
+    selects live mode. Static mode needs ``ipywidgets.Stack`` (ipywidgets 8); without it this
+    warns and returns ``"live"``.
+
+    Raises:
+        ValueError: ``TUTORLIB_WIDGETS`` holds something other than ``static`` or ``live``.
+    """
+    mode = os.environ.get(MODE_VARIABLE, "").strip().lower() or "live"
+    if mode not in MODES:
+        raise ValueError(f"{MODE_VARIABLE} must be one of {MODES} (or unset), got {mode!r}")
+    if mode == "static" and not hasattr(w, "Stack"):
+        warnings.warn(
+            f"{MODE_VARIABLE}=static needs ipywidgets>=8 (ipywidgets.Stack); this kernel has "
+            f"ipywidgets {w.__version__}, so widgets are drawn on demand instead",
+            stacklevel=2,
+        )
+        return "live"
+    return mode
 
 
 def _label(value: object) -> str:
@@ -103,24 +140,28 @@ def render_settings(
         TypeError, ValueError: bad ``draw`` or ``params`` (see :func:`interact`).
     """
     _check_params(draw, params)
+    _check_size(params, max_settings)
     names = list(params)
     sizes = [len(params[n]) for n in names]
-    total = math.prod(sizes)
-    if total > max_settings:
-        raise ValueError(
-            f"{' × '.join(map(str, sizes))} = {total} settings exceed max_settings={max_settings}; "
-            "use fewer values per parameter"
-        )
     pngs = {}
     for index in itertools.product(*(range(s) for s in sizes)):
         setting = {n: params[n][i] for n, i in zip(names, index, strict=True)}
-        try:
-            fig = draw(**setting)
-        except Exception as error:
-            error.add_note(f"tutorlib.widgets: raised while drawing the setting {setting}")
-            raise
-        pngs[index] = figure_to_png(fig, dpi)
+        pngs[index] = draw_setting(draw, setting, dpi)
     return pngs
+
+
+def draw_setting(draw: Callable[..., Figure], setting: Mapping[str, object], dpi: float) -> bytes:
+    """``draw(**setting)`` as PNG bytes; an error raised by ``draw`` gets a note naming the setting."""
+    try:
+        fig = draw(**setting)
+    except Exception as error:
+        note = f"tutorlib.widgets: raised while drawing the setting {dict(setting)}"
+        if hasattr(error, "add_note"):  # Python >= 3.11
+            error.add_note(note)
+        else:  # pragma: no cover - Python 3.10
+            error.__notes__ = [*getattr(error, "__notes__", []), note]
+        raise
+    return figure_to_png(fig, dpi)
 
 
 def interact(
@@ -131,7 +172,12 @@ def interact(
     dpi: float = WIDGET_DPI,
     **params: Sequence[object],
 ) -> w.VBox:
-    """Sliders plus the figure they select, rendered ahead of time so they work without a kernel.
+    """Sliders plus the figure they select, on the static website and in a live kernel.
+
+    In static mode (``TUTORLIB_WIDGETS=static``, set when the book is built) every setting is
+    rendered ahead of time, so the widget works on the website with no kernel. In live mode (the
+    default: Jupyter, Colab) the first setting is drawn at once and each other setting when a
+    slider first moves there; drawings are cached. See the module docstring.
 
     Example::
 
@@ -152,7 +198,9 @@ def interact(
             function cannot use them as parameter names.)
 
     Returns:
-        An ``ipywidgets.VBox``: one ``SelectionSlider`` per parameter above the figure.
+        An ``ipywidgets.VBox``: one ``SelectionSlider`` per parameter above the figure (static:
+        nested ``Stack``s of ``Image``s; live: an error line, empty unless a setting raised, and
+        one ``Image``).
 
     Raises:
         TypeError: ``draw`` is not callable or returns something other than a Figure, or a
@@ -161,32 +209,48 @@ def interact(
             parameter of ``draw`` without values, an ``initial`` value not in its list, or more
             than ``max_settings`` combinations.
     """
-    pngs = render_settings(draw, params, max_settings, dpi)
-    names = list(params)
+    _check_params(draw, params)
+    _check_size(params, max_settings)
     start = _initial_index(params, initial or {})
+    sliders = _sliders(params, start)
+    if widget_mode() == "static":
+        return _static_widget(draw, params, sliders, start, max_settings, dpi)
+    return _live_widget(draw, params, sliders, dpi)
 
-    label_width = f"{max(len(n) for n in names) + 1}ch"  # align the sliders of one widget
-    sliders = [
+
+def _sliders(params: Mapping[str, Sequence[object]], start: list[int]) -> list[w.SelectionSlider]:
+    """One ``SelectionSlider`` per parameter; its ``index`` is the position in the value list."""
+    label_width = f"{max(len(n) for n in params) + 1}ch"  # align the sliders of one widget
+    return [
         w.SelectionSlider(
-            options=[(_label(v), i) for i, v in enumerate(params[n])],
+            options=[(_label(v), i) for i, v in enumerate(values)],
             index=start[j],
-            description=n,
+            description=name,
             continuous_update=True,
             style={"description_width": label_width},
             layout=w.Layout(width="min(100%, 420px)"),
         )
-        for j, n in enumerate(names)
+        for j, (name, values) in enumerate(params.items())
     ]
+
+
+def _static_widget(
+    draw: Callable[..., Figure],
+    params: Mapping[str, Sequence[object]],
+    sliders: list[w.SelectionSlider],
+    start: list[int],
+    max_settings: int,
+    dpi: float,
+) -> w.VBox:
+    """Every setting pre-rendered into nested ``Stack``s, switched in the browser by ``jslink``."""
+    pngs = render_settings(draw, params, max_settings, dpi)
+    names = list(params)
     stacks_at_level: list[list[w.Stack]] = [[] for _ in names]
 
     def build(prefix: tuple[int, ...]) -> w.Widget:
         level = len(prefix)
         if level == len(names):
-            return w.Image(
-                value=pngs[prefix],
-                format="png",
-                layout=w.Layout(max_width="100%", height="auto"),
-            )
+            return w.Image(value=pngs[prefix], format="png", layout=_image_layout())
         children = [build((*prefix, i)) for i in range(len(params[names[level]]))]
         stack = w.Stack(children, selected_index=start[level])
         stacks_at_level[level].append(stack)
@@ -201,6 +265,61 @@ def interact(
     box = w.VBox([*sliders, figure])
     box._tutorlib_links = links  # keep the links alive as long as the widget
     return box
+
+
+def _live_widget(
+    draw: Callable[..., Figure],
+    params: Mapping[str, Sequence[object]],
+    sliders: list[w.SelectionSlider],
+    dpi: float,
+) -> w.VBox:
+    """The figure of the sliders' setting, drawn when a slider moves there first, then cached.
+
+    A setting that raises shows its error under the sliders instead of a figure (an exception in
+    a widget callback would otherwise only reach the kernel's log).
+    """
+    names = list(params)
+    cache: dict[tuple[int, ...], bytes] = {}
+
+    def png_at(index: tuple[int, ...]) -> bytes:
+        if index not in cache:
+            setting = {n: params[n][i] for n, i in zip(names, index, strict=True)}
+            cache[index] = draw_setting(draw, setting, dpi)
+        return cache[index]
+
+    # The first figure at once; a setting that raises here raises, as in static mode.
+    image = w.Image(value=png_at(tuple(s.index for s in sliders)), format="png", layout=_image_layout())
+    status = w.HTML(value="")
+
+    def show(_change: object = None) -> None:
+        try:
+            image.value = png_at(tuple(slider.index for slider in sliders))
+            status.value = ""
+        except Exception as error:
+            status.value = (
+                f"<pre style='color:#b00'>{type(error).__name__}: {html.escape(str(error), quote=False)}\n"
+                f"{html.escape(' '.join(getattr(error, '__notes__', [])), quote=False)}</pre>"
+            )
+
+    for slider in sliders:
+        slider.observe(show, names="index")
+    box = w.VBox([*sliders, status, image])
+    box._tutorlib_cache = cache  # the PNGs drawn so far, by index tuple
+    return box
+
+
+def _image_layout() -> w.Layout:
+    return w.Layout(max_width="100%", height="auto")
+
+
+def _check_size(params: Mapping[str, Sequence[object]], max_settings: int) -> None:
+    sizes = [len(values) for values in params.values()]
+    total = math.prod(sizes)
+    if total > max_settings:
+        raise ValueError(
+            f"{' × '.join(map(str, sizes))} = {total} settings exceed max_settings={max_settings}; "
+            "use fewer values per parameter"
+        )
 
 
 def _initial_index(
