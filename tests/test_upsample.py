@@ -238,6 +238,31 @@ def test_deform_layer_starts_as_its_plain_convolution_and_learns_offsets():
     assert layer.offset.weight.grad.abs().sum() > 0
 
 
+def test_warp_task_target_is_the_texture_read_at_the_displacement():
+    g = torch.Generator().manual_seed(0)
+    x, y, shift = dc.make_warp_task(4, size=12, max_shift=2.0, generator=g)
+    assert x.shape == (4, 3, 12, 12) and y.shape == (4, 1, 12, 12) and shift.shape == (4, 2, 12, 12)
+    assert shift.abs().max() <= 2.0 + 1e-6
+    torch.testing.assert_close(x[:, 1:] * 2.0, shift)
+    # where the displacement is integer-free and inside the crop, y(p) = u(p + d(p)) by bilinear reading
+    ii, jj = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    inside = dc.bilinear_sample(x[:, :1], ii + shift[:, 0], jj + shift[:, 1])
+    torch.testing.assert_close(y[:, :, 3:-3, 3:-3], inside[:, :, 3:-3, 3:-3], rtol=0, atol=1e-5)
+    tiny = dc.make_warp_task(2, size=10, max_shift=1e-6, generator=g)
+    torch.testing.assert_close(tiny[1], tiny[0][:, :1], rtol=0, atol=1e-5)
+
+
+def test_deform_layer_samplers_agree():
+    torch.manual_seed(0)
+    a = dc.DeformConv2d(2, 3, 3, 1, sampler="bilinear")
+    b = dc.DeformConv2d(2, 3, 3, 1, sampler="grid_sample")
+    b.load_state_dict(a.state_dict())
+    nn.init.normal_(a.offset.weight)
+    b.offset.weight.data.copy_(a.offset.weight.data)
+    x = torch.randn(2, 2, 7, 7)
+    torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
@@ -313,3 +338,13 @@ def test_deformable_bad_arguments_raise_with_the_argument_name():
         dc.DeformConv2d(2, 3, 3, padding=1, offset_kernel_size=2)
     with pytest.raises(TypeError, match="in_channels"):
         dc.DeformConv2d(2.0, 3)
+    with pytest.raises(ValueError, match="sampler"):
+        dc.DeformConv2d(2, 3, 3, 1, sampler="nearest")
+    with pytest.raises(TypeError, match="kernel_size"):
+        dc.sampling_positions(torch.zeros(1, 18, 2, 2), 3)
+    with pytest.raises(ValueError, match="size"):
+        dc.make_warp_task(2, size=4)
+    with pytest.raises(ValueError, match="max_shift"):
+        dc.make_warp_task(2, max_shift=-1.0)
+    with pytest.raises(TypeError, match="n"):
+        dc.make_warp_task(2.5)

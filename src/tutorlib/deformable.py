@@ -126,7 +126,9 @@ def sampling_positions(offset: torch.Tensor, kernel_size: tuple[int, int], strid
     """
     if not isinstance(offset, torch.Tensor) or offset.ndim != 4:
         raise ValueError(f"offset must be a tensor of shape (B, 2K, Ho, Wo), got {offset!r:.60}")
-    kh, kw = kernel_size
+    if not isinstance(kernel_size, tuple) or len(kernel_size) != 2:
+        raise TypeError(f"kernel_size must be a tuple (kh, kw), got {kernel_size!r}")
+    kh, kw = check_int("kernel_size[0]", kernel_size[0]), check_int("kernel_size[1]", kernel_size[1])
     s, d = check_int("stride", stride), check_int("dilation", dilation)
     p = check_int("padding", padding, minimum=0)
     b, two_k, ho, wo = offset.shape
