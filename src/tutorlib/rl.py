@@ -49,7 +49,18 @@ from gymnasium.vector import AutoresetMode
 from matplotlib.axes import Axes
 from torch import nn
 
-from tutorlib.validation import check_int, check_positive
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_indices,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_real,
+    check_tensor,
+    optional,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks
@@ -57,31 +68,43 @@ from tutorlib.validation import check_int, check_positive
 
 
 def _check_unit_interval(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
-    if not (0.0 <= value <= 1.0):  # also rejects nan
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
-
+    return check_probability(name, value)
 
 
 def _check_tensor(name: str, value: object) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dim() not in (1, 2):
+    """A finite real tensor of shape ``(T,)`` or ``(T, N)``."""
+    if isinstance(value, torch.Tensor) and value.ndim not in (1, 2):
         raise ValueError(f"{name} must have shape (T,) or (T, N), got {tuple(value.shape)}")
-    return value
+    return check_tensor(name, value, dtype="real")
 
 
 def _check_same_shape(reference: str, shape: torch.Size, **tensors: torch.Tensor | None) -> None:
     for name, tensor in tensors.items():
         if tensor is None:
             continue
-        _check_tensor(name, tensor)
+        check_tensor(name, tensor, dtype=None)
         if tensor.shape != shape:
             raise ValueError(
                 f"{name} must have the shape of {reference} {tuple(shape)}, got {tuple(tensor.shape)}"
             )
+
+
+def _check_flags(**tensors: torch.Tensor | None) -> None:
+    """Episode flags are bool, or 0/1 numbers."""
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.dtype != torch.bool and bool(((tensor != 0) & (tensor != 1)).any()):
+            raise ValueError(f"{name} must be bool (or 0/1), got values other than 0 and 1")
+
+
+def _check_obs(obs: object, obs_dim: int, name: str = "obs") -> torch.Tensor:
+    """Observations ``(B, obs_dim)`` or one observation ``(obs_dim,)``; cheap (no NaN scan)."""
+    if not isinstance(obs, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {obs_dim}), got {type(obs).__name__}")
+    if not obs.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {obs.dtype}")
+    if obs.ndim not in (1, 2) or obs.shape[-1] != obs_dim:
+        raise ValueError(f"{name} must have shape (B, {obs_dim}) or ({obs_dim},), got {tuple(obs.shape)}")
+    return obs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +150,9 @@ def discounted_returns(
     gamma = _check_unit_interval("gamma", gamma)
     _check_same_shape("rewards", rewards.shape, terminated=terminated, truncated=truncated,
                       next_values=next_values)
+    _check_flags(terminated=terminated, truncated=truncated)
+    if next_values is not None:
+        check_tensor("next_values", next_values, dtype="real")
     terminated = torch.zeros_like(rewards, dtype=torch.bool) if terminated is None else terminated.bool()
     truncated = torch.zeros_like(rewards, dtype=torch.bool) if truncated is None else truncated.bool()
     next_values = torch.zeros_like(rewards) if next_values is None else next_values.to(rewards.dtype)
@@ -182,6 +208,9 @@ def gae(
     lam = _check_unit_interval("lam", lam)
     _check_same_shape("rewards", rewards.shape, values=values, next_values=next_values,
                       terminated=terminated, truncated=truncated)
+    _check_flags(terminated=terminated, truncated=truncated)
+    check_tensor("values", values)
+    check_tensor("next_values", next_values)
     terminated, truncated = terminated.bool(), truncated.bool()
     not_terminal = (~terminated).to(rewards.dtype)
     not_done = (~(terminated | truncated)).to(rewards.dtype)
@@ -201,6 +230,10 @@ def gae(
 
 def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
     """Orthogonal weights with gain ``std`` and a constant bias, as in CleanRL and SB3."""
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"layer must be an nn.Linear, got {type(layer).__name__}")
+    check_nonnegative("std", std)
+    check_real("bias", bias)
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, bias)
     return layer
@@ -208,6 +241,11 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -
 
 def mlp(sizes: Sequence[int], out_std: float, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
     """``Linear -> activation -> ... -> Linear``; the last layer is initialised with gain ``out_std``."""
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
+    for size in sizes:
+        check_int("sizes entries", size)
+    check_nonnegative("out_std", out_std)
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         last = i == len(sizes) - 2
@@ -226,19 +264,24 @@ class ActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int = 64) -> None:
         super().__init__()
+        self.obs_dim = check_int("obs_dim", obs_dim)
+        check_int("n_actions", n_actions)
+        check_int("hidden", hidden)
         self.actor = mlp([obs_dim, hidden, hidden, n_actions], out_std=0.01)
         self.critic = mlp([obs_dim, hidden, hidden, 1], out_std=1.0)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """:math:`V(s)`, shape ``(B,)``."""
-        return self.critic(obs).squeeze(-1)
+        return self.critic(_check_obs(obs, self.obs_dim)).squeeze(-1)
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Categorical:
-        return torch.distributions.Categorical(logits=self.actor(obs), validate_args=False)
+        """:math:`\\pi(\\cdot\\mid s)` for observations ``(B, obs_dim)``."""
+        return torch.distributions.Categorical(logits=self.actor(_check_obs(obs, self.obs_dim)),
+                                               validate_args=False)
 
     def greedy(self, obs: torch.Tensor) -> torch.Tensor:
         """The most likely action of every observation, shape ``(B,)``."""
-        return self.actor(obs).argmax(-1)
+        return self.actor(_check_obs(obs, self.obs_dim)).argmax(-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +296,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     the first one of the next; the true last observation is in ``info["final_obs"]``.
     """
     check_int("num_envs", num_envs)
+    _check_env_id("env_id", env_id)
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
 
@@ -271,11 +315,16 @@ class EpisodeTracker:
     """Sums rewards per environment and logs ``(global step, episode return)`` when episodes end."""
 
     def __init__(self, num_envs: int) -> None:
-        self.running = np.zeros(num_envs)
+        self.running = np.zeros(check_int("num_envs", num_envs))
         self.steps: list[int] = []
         self.returns: list[float] = []
 
     def update(self, rewards: np.ndarray, done: np.ndarray, global_step: int) -> None:
+        """Add one step's ``rewards (num_envs,)``; log and reset the environments where ``done``."""
+        check_int("global_step", global_step, minimum=0)
+        if np.shape(rewards) != self.running.shape or np.shape(done) != self.running.shape:
+            raise ValueError(f"rewards and done must have shape {self.running.shape}, "
+                             f"got {np.shape(rewards)} and {np.shape(done)}")
         self.running += rewards
         for i in np.flatnonzero(done):
             self.steps.append(global_step)
@@ -339,13 +388,12 @@ def reinforce_loss(
         Williams. Simple statistical gradient-following algorithms for connectionist
         reinforcement learning. Machine Learning 8, 1992.
     """
-    if not isinstance(log_probs, torch.Tensor) or not isinstance(returns, torch.Tensor):
-        raise TypeError("log_probs and returns must be torch.Tensors")
-    if log_probs.dim() != 1 or returns.shape != log_probs.shape:
-        raise ValueError(
-            f"log_probs and returns must both have shape (B,), got {tuple(log_probs.shape)} and "
-            f"{tuple(returns.shape)}"
-        )
+    dims: dict[str, int] = {}
+    check_tensor("log_probs", log_probs, ("B",), dims=dims)
+    check_tensor("returns", returns, ("B",), dims=dims)
+    if baseline is not None:
+        # a (B,) baseline or one number; a (B, 1) one would broadcast into a (B, B) table
+        check_tensor("baseline", baseline, () if baseline.ndim == 0 else ("B",), dims=dims)
     weights = returns if baseline is None else returns - baseline.detach()
     return -(log_probs * weights.detach()).mean()
 
@@ -367,11 +415,15 @@ def per_sample_policy_gradients(
     """
     from torch.func import functional_call, grad, vmap
 
-    if obs.dim() != 2 or actions.shape != obs.shape[:1] or weights.shape != obs.shape[:1]:
-        raise ValueError(
-            f"expected obs (B, obs_dim), actions (B,), weights (B,); got {tuple(obs.shape)}, "
-            f"{tuple(actions.shape)}, {tuple(weights.shape)}"
-        )
+    if not isinstance(actor, nn.Module):
+        raise TypeError(f"actor must be an nn.Module, got {type(actor).__name__}")
+    dims: dict[str, int] = {}
+    check_tensor("obs", obs, ("B", None), dims=dims)
+    check_tensor("actions", actions, ("B",), dims=dims, dtype="int")
+    check_tensor("weights", weights, ("B",), dims=dims)
+    with torch.no_grad():
+        n_actions = actor(obs[:1]).shape[-1]
+    check_indices("actions", actions, n_actions)
     params = {k: v.detach() for k, v in actor.named_parameters()}
 
     def weighted_log_prob(p, s, a, w):
@@ -387,7 +439,8 @@ def gradient_variance(per_sample: torch.Tensor) -> float:
 
     The variance of a batch-mean estimate of ``B`` independent samples is this divided by ``B``.
     """
-    if per_sample.dim() != 2 or per_sample.shape[0] < 2:
+    check_tensor("per_sample", per_sample, ("B", "P"))
+    if per_sample.shape[0] < 2:
         raise ValueError(f"per_sample must have shape (B >= 2, P), got {tuple(per_sample.shape)}")
     return per_sample.var(dim=0).sum().item()
 
@@ -411,6 +464,20 @@ class ReinforceConfig:
     """regression steps of the critic on each batch's returns (only with ``baseline='critic'``)"""
     hidden: int = 64
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "num_envs": check_int, "learning_rate": check_positive, "gamma": check_probability,
+            "baseline": (check_choice, ("none", "mean", "critic")),
+            "critic_learning_rate": check_positive, "critic_steps": check_int, "hidden": check_int,
+        })
+
+
+def _check_env_id(name: str, value: object) -> str:
+    if not isinstance(value, str) or value not in gym.registry:
+        raise ValueError(f"{name} must be a registered gymnasium environment id, got {value!r}")
+    return value
 
 
 def collect_episodes(
@@ -455,9 +522,9 @@ def train_reinforce(config: ReinforceConfig) -> TrainResult:
     ``baseline='critic'`` a separate value network is regressed onto the returns.
     Returns a :class:`TrainResult` whose ``model`` is an :class:`ActorCritic`.
     """
-    check_int("total_steps", config.total_steps)
-    if config.baseline not in ("none", "mean", "critic"):
-        raise ValueError(f"baseline must be 'none', 'mean' or 'critic', got {config.baseline!r}")
+    if not isinstance(config, ReinforceConfig):
+        raise TypeError(f"config must be a ReinforceConfig, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
     torch.manual_seed(config.seed)
     envs = make_vector_env(config.env_id, config.num_envs)
     envs.reset(seed=config.seed)
@@ -542,6 +609,30 @@ class ActorCriticConfig:
     """keep a copy of the weights at the first update at or after each of these steps"""
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "num_envs": check_int, "num_steps": check_int, "learning_rate": check_positive,
+            "gamma": check_probability, "gae_lambda": check_probability,
+            "update_epochs": check_int, "num_minibatches": check_int,
+            "clip_coef": (optional, check_positive), "ent_coef": check_nonnegative,
+            "vf_coef": check_nonnegative, "max_grad_norm": check_positive, "hidden": check_int,
+            "optimizer": (check_choice, ("adam", "rmsprop")), "checkpoint_steps": _check_steps,
+        })
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} must divide the rollout size "
+                f"num_envs * num_steps = {self.num_envs * self.num_steps}"
+            )
+
+
+def _check_steps(name: str, value: object) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list):
+        raise TypeError(f"{name} must be a tuple of ints >= 0, got {type(value).__name__}")
+    for step in value:
+        check_int(f"{name} entries", step, minimum=0)
+    return tuple(value)
+
 
 def a2c_config(**overrides: object) -> ActorCriticConfig:
     """A2C: one gradient step per rollout, no ratio clipping (SB3's defaults for n_steps, lr)."""
@@ -587,6 +678,15 @@ def actor_critic_loss(
     Returns:
         ``(loss, stats)``; ``stats`` holds the three terms and the clipped fraction as floats.
     """
+    dims: dict[str, int] = {}
+    for name, value in (("new_log_probs", new_log_probs), ("old_log_probs", old_log_probs),
+                        ("advantages", advantages), ("new_values", new_values), ("returns", returns),
+                        ("entropy", entropy)):
+        check_tensor(name, value, ("B",), dims=dims)
+    if clip_coef is not None:
+        check_positive("clip_coef", clip_coef)
+    check_nonnegative("vf_coef", vf_coef)
+    check_nonnegative("ent_coef", ent_coef)
     if clip_coef is None:
         pg_loss = -(new_log_probs * advantages).mean()
         clip_fraction = 0.0
@@ -605,23 +705,9 @@ def actor_critic_loss(
 
 
 def _check_actor_critic_config(config: ActorCriticConfig) -> None:
-    check_int("total_steps", config.total_steps)
-    check_int("num_envs", config.num_envs)
-    check_int("num_steps", config.num_steps)
-    check_int("update_epochs", config.update_epochs)
-    check_int("num_minibatches", config.num_minibatches)
-    _check_unit_interval("gamma", config.gamma)
-    _check_unit_interval("gae_lambda", config.gae_lambda)
-    check_positive("learning_rate", config.learning_rate)
-    if config.clip_coef is not None:
-        check_positive("clip_coef", config.clip_coef)
-    if (config.num_envs * config.num_steps) % config.num_minibatches:
-        raise ValueError(
-            f"num_minibatches={config.num_minibatches} must divide the rollout size "
-            f"num_envs * num_steps = {config.num_envs * config.num_steps}"
-        )
-    if config.optimizer not in ("adam", "rmsprop"):
-        raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
+    if not isinstance(config, ActorCriticConfig):
+        raise TypeError(f"config must be an ActorCriticConfig, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
 
 
 def train_actor_critic(config: ActorCriticConfig) -> TrainResult:
@@ -737,6 +823,20 @@ class Batch:
     next_obs: torch.Tensor
     terminated: torch.Tensor
 
+    def __post_init__(self) -> None:  # shapes and dtypes only: built every step, no NaN scan
+        for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                raise TypeError(f"Batch.{name} must be a floating-point tensor, got "
+                                f"{getattr(value, 'dtype', type(value).__name__)}")
+        b, d = self.obs.shape[0], self.obs.shape[-1]
+        expected = {"obs": (b, d), "actions": (b, self.actions.shape[-1]), "rewards": (b,),
+                    "next_obs": (b, d), "terminated": (b,)}
+        for name, shape in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"Batch.{name} must have shape {shape}, got {got}")
+
 
 class ReplayBuffer:
     """A ring buffer of transitions :math:`(s, a, r, s', \\mathrm{term})`, uniformly sampled.
@@ -775,6 +875,9 @@ class ReplayBuffer:
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
             if tuple(tensor.shape) != expected[name]:
                 raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(tensor.shape)}")
+            if name != "terminated" and not tensor.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
+        _check_flags(terminated=terminated)
         index = (self.position + torch.arange(n)) % self.capacity
         self.obs[index], self.actions[index], self.rewards[index] = obs, actions, rewards
         self.next_obs[index], self.terminated[index] = next_obs, terminated.float()
@@ -816,13 +919,21 @@ class DeterministicActor(nn.Module):
         self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray, hidden: int = 64
     ) -> None:
         super().__init__()
+        self.obs_dim = check_int("obs_dim", obs_dim)
+        check_int("act_dim", act_dim)
+        check_int("hidden", hidden)
+        lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        if lo.shape != (act_dim,) or hi.shape != (act_dim,):
+            raise ValueError(f"low and high must have shape ({act_dim},), got {lo.shape} and {hi.shape}")
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (lo < hi).all()):
+            raise ValueError(f"low and high must be finite with low < high, got {lo} and {hi}")
         self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
                                  nn.ReLU(), nn.Linear(hidden, act_dim), nn.Tanh())
         self.register_buffer("scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
         self.register_buffer("center", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.center + self.scale * self.net(obs)
+        return self.center + self.scale * self.net(_check_obs(obs, self.obs_dim))
 
 
 class QNetwork(nn.Module):
@@ -830,10 +941,17 @@ class QNetwork(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 64) -> None:
         super().__init__()
+        self.obs_dim, self.act_dim = check_int("obs_dim", obs_dim), check_int("act_dim", act_dim)
+        check_int("hidden", hidden)
         self.net = nn.Sequential(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        _check_obs(obs, self.obs_dim)
+        _check_obs(actions, self.act_dim, "actions")
+        if obs.shape[:-1] != actions.shape[:-1]:
+            raise ValueError(f"actions must have the batch shape of obs {tuple(obs.shape[:-1])}, "
+                             f"got {tuple(actions.shape)}")
         return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)
 
 
@@ -852,6 +970,11 @@ def gaussian_exploration(
     executes (not to the one it learns). ``sigma`` is relative to the half-range ``scale``.
     """
     sigma = check_positive("sigma", sigma, allow_zero=True)
+    check_tensor("actions", actions, finite=False)
+    for name, value in (("scale", scale), ("low", low), ("high", high)):
+        check_tensor(name, value, finite=False)
+        if value.shape != actions.shape[-1:] and value.shape != actions.shape:
+            raise ValueError(f"{name} must have shape {tuple(actions.shape[-1:])}, got {tuple(value.shape)}")
     noise = torch.randn(actions.shape, generator=generator) * sigma * scale
     return torch.clamp(actions + noise, low, high)
 
@@ -882,6 +1005,12 @@ def ddpg_losses(
         on the second (the actor loss also puts gradients on the critic: zero them first).
     """
     gamma = _check_unit_interval("gamma", gamma)
+    if not isinstance(batch, Batch):
+        raise TypeError(f"batch must be a Batch, got {type(batch).__name__}")
+    for name, net in (("actor", actor), ("critic", critic), ("actor_target", actor_target),
+                      ("critic_target", critic_target)):
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
     with torch.no_grad():
         next_q = critic_target(batch.next_obs, actor_target(batch.next_obs))
         target = batch.rewards + gamma * (1.0 - batch.terminated) * next_q
@@ -915,6 +1044,17 @@ class DDPGConfig:
     checkpoint_steps: tuple[int, ...] = ()
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "learning_rate": check_positive, "buffer_size": check_int, "gamma": check_probability,
+            "tau": check_probability, "batch_size": check_int, "exploration_noise": check_nonnegative,
+            "learning_starts": (check_int, 0), "policy_frequency": check_int, "hidden": check_int,
+            "checkpoint_steps": _check_steps,
+        })
+        if self.batch_size > self.buffer_size:
+            raise ValueError(f"batch_size={self.batch_size} exceeds buffer_size={self.buffer_size}")
+
 
 def train_ddpg(config: DDPGConfig) -> TrainResult:
     """Train DDPG on ``config.env_id`` (continuous actions); returns the actor in a :class:`TrainResult`.
@@ -926,12 +1066,9 @@ def train_ddpg(config: DDPGConfig) -> TrainResult:
     References:
         Lillicrap et al. Continuous control with deep reinforcement learning. ICLR 2016.
     """
-    check_int("total_steps", config.total_steps)
-    check_int("batch_size", config.batch_size)
-    check_int("policy_frequency", config.policy_frequency)
-    check_int("learning_starts", config.learning_starts, minimum=0)
-    if config.batch_size > config.buffer_size:
-        raise ValueError(f"batch_size={config.batch_size} exceeds buffer_size={config.buffer_size}")
+    if not isinstance(config, DDPGConfig):
+        raise TypeError(f"config must be a DDPGConfig, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
     torch.manual_seed(config.seed)
     rng = torch.Generator().manual_seed(config.seed)
     envs = make_vector_env(config.env_id, 1)
@@ -1011,6 +1148,10 @@ def evaluate(
         The ``episodes`` undiscounted returns, shape ``(episodes,)``.
     """
     check_int("episodes", episodes)
+    _check_env_id("env_id", env_id)
+    check_int("seed", seed, minimum=0)
+    if not callable(act):
+        raise TypeError(f"act must be callable, got {type(act).__name__}")
     envs = make_vector_env(env_id, episodes)
     obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
     totals = np.zeros(episodes)
@@ -1034,6 +1175,12 @@ def record_episode(
         ``{"obs": (T + 1, obs_dim), "actions": (T, ...), "rewards": (T,)}``, the observations
         including the first and the last one.
     """
+    _check_env_id("env_id", env_id)
+    check_int("seed", seed, minimum=0)
+    if max_steps is not None:
+        check_int("max_steps", max_steps)
+    if not callable(act):
+        raise TypeError(f"act must be callable, got {type(act).__name__}")
     env = gym.make(env_id)
     obs, _ = env.reset(seed=seed)
     observations, actions, rewards = [obs], [], []
@@ -1056,7 +1203,9 @@ def draw_cartpole(ax: Axes, state: Sequence[float], color: str = "#0072B2") -> N
     The geometry is gymnasium's: track half-width 2.4, pole of length 1.0 (twice the
     environment's half-length 0.5), failure beyond 12 degrees.
     """
-    x, theta = float(state[0]), float(state[2])
+    if len(state) != 4:
+        raise ValueError(f"state must be (x, x_dot, theta, theta_dot), got {len(state)} numbers")
+    x, theta = check_real("state[0]", float(state[0])), check_real("state[2]", float(state[2]))
     ax.plot([-2.4, 2.4], [0, 0], color="black", lw=1)
     ax.add_patch(plt.Rectangle((x - 0.25, -0.08), 0.5, 0.16, color="#444444", zorder=2))
     tip = (x + math.sin(theta), math.cos(theta))
@@ -1072,6 +1221,9 @@ def draw_pendulum(ax: Axes, theta: float, torque: float | None = None, color: st
 
     The torque (in N·m, at most 2) is an arc around the pivot whose length is proportional to it.
     """
+    theta = check_real("theta", theta)
+    if torque is not None:
+        torque = check_real("torque", torque)
     tip = (-math.sin(theta), math.cos(theta))  # as gymnasium draws it: theta counter-clockwise
     ax.plot([0, tip[0]], [0, tip[1]], color=color, lw=5, solid_capstyle="round")
     ax.plot([0], [0], "o", color="black", ms=5)
@@ -1087,6 +1239,8 @@ def draw_pendulum(ax: Axes, theta: float, torque: float | None = None, color: st
 def pendulum_angle(obs: np.ndarray | torch.Tensor) -> np.ndarray:
     """The angle :math:`\\theta` of Pendulum observations ``(..., 3)`` = (cos, sin, velocity)."""
     obs = np.asarray(obs)
+    if obs.ndim == 0 or obs.shape[-1] != 3:
+        raise ValueError(f"obs must have shape (..., 3) = (cos, sin, velocity), got {obs.shape}")
     return np.arctan2(obs[..., 1], obs[..., 0])
 
 
@@ -1101,6 +1255,7 @@ def torque_map(
     """
     check_int("n_angle", n_angle, minimum=2)
     check_int("n_velocity", n_velocity, minimum=2)
+    max_speed = check_positive("max_speed", max_speed)
     angles = np.linspace(-math.pi, math.pi, n_angle)
     velocities = np.linspace(-max_speed, max_speed, n_velocity)
     a, v = np.meshgrid(angles, velocities)  # (n_velocity, n_angle)
