@@ -291,6 +291,12 @@ def test_train_classifier_improves_its_objective(loss, one_thread):
     data = sg.make_imbalanced(n=2000, seed=1)
     steps = 100 if loss == "reinforce_f1" else 60  # REINFORCE is the slow learner
     result = sg.train_classifier(data, sg.TrainConfig(loss=loss, steps=steps, seed=0))
+    assert len(result.curve) == len(result.val_f1) == steps
+    torch.manual_seed(0)  # val_f1 starts with the untrained model's F1 on the validation split
+    with torch.no_grad():
+        scores = nn.Linear(20, 1)(data.x_val).squeeze(-1)
+    reference = f1_score(data.y_val.numpy(), (scores >= 0).numpy(), zero_division=0)
+    assert result.val_f1[0] == pytest.approx(reference)
     first, last = np.mean(result.curve[:5]), np.mean(result.curve[-5:])
     # the curve is the loss, or the mean F1 reward for REINFORCE (about 0.08 -> 0.17 here)
     assert (last > first + 0.05) if loss == "reinforce_f1" else (last < first - 0.1), (first, last)

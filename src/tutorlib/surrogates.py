@@ -594,10 +594,14 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """The trained network and the training-set objective per step (loss; mean reward for REINFORCE)."""
+    """What :func:`train_classifier` returns."""
 
     model: nn.Module
+    """the trained network, logits of shape ``(N, 1)``."""
     curve: list[float]
+    """training objective before each step: the loss, or the mean F1 reward for REINFORCE."""
+    val_f1: list[float]
+    """hard F1 (threshold 0.5) on the validation split before each step."""
 
 
 _LOSSES = ("ce", "soft_f1", "reinforce_f1")
@@ -625,8 +629,10 @@ def train_classifier(data: ImbalancedData, config: TrainConfig) -> TrainResult:
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     x, y = data.x_train, data.y_train
-    curve = []
+    curve, val_f1 = [], []
     for _ in range(config.steps):
+        with torch.no_grad():
+            val_f1.append(f1_score(predict(torch.sigmoid(model(data.x_val).squeeze(-1))), data.y_val))
         logits = model(x).squeeze(-1)  # (N,)
         if config.loss == "ce":
             loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
@@ -640,5 +646,5 @@ def train_classifier(data: ImbalancedData, config: TrainConfig) -> TrainResult:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return TrainResult(model=model, curve=curve)
+    return TrainResult(model=model, curve=curve, val_f1=val_f1)
 
