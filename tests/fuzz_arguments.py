@@ -7,7 +7,7 @@ Not collected by pytest (the name does not start with ``test_``). Run it by hand
 
 How it works. For module ``m`` it runs ``tests/test_m.py`` once with this file loaded as a pytest
 plugin (``-p fuzz_arguments``). The plugin wraps every public callable of ``tutorlib.m`` and records
-the first valid call the tests make to each (a deep copy of the bound arguments). When the tests
+the first call the tests make to each that succeeds (a deep copy of the bound arguments). When the tests
 end, it replays each recorded call with ONE argument replaced by a bad value (an int made negative,
 fractional or a string; a float made NaN, infinite or negative; a tensor given a NaN, an extra
 trailing axis, one axis fewer or an integer dtype; an index tensor pushed out of range; a string
@@ -112,13 +112,16 @@ def _install(module) -> None:
             continue
 
         def wrapper(*args, __fn=fn, __qual=qual, __sig=sig, **kwargs):
-            if __qual not in RECORDS:
-                try:
-                    bound = __sig.bind(*args, **kwargs)
-                    RECORDS[__qual] = (__fn, _copy(bound))
-                except Exception:
-                    pass
-            return __fn(*args, **kwargs)
+            if __qual in RECORDS:
+                return __fn(*args, **kwargs)
+            try:
+                bound = _copy(__sig.bind(*args, **kwargs))
+            except TypeError:
+                bound = None
+            result = __fn(*args, **kwargs)  # only a call that succeeds is recorded
+            if bound is not None:
+                RECORDS[__qual] = (__fn, bound)
+            return result
 
         wrapper.__wrapped__ = fn
         wrapper.__signature__ = sig

@@ -143,6 +143,14 @@ def test_training_reduces_the_loss_and_detect_returns_sets():
     )
     assert len(losses) == 40 and all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) < 0.75 * sum(losses[:5])
+    # what a sign error in the focal loss would break: the heat map fires at the object centres
+    # of the right class, not in the background
+    with torch.no_grad():
+        target = M.centernet_targets(targets, 3, 16, model.stride)
+        heat = model(images)[:, :3].sigmoid()
+    centre = target["heatmap"] == 1
+    # (after 40 steps: about 0.15 at centres vs 0.10 in the background; a flipped sign inverts it)
+    assert heat[centre].mean() > 1.25 * heat[target["heatmap"] < 0.01].mean()
     preds = M.detect(model, images[:4], 3)
     assert len(preds) == 4
     for p in preds:
@@ -182,4 +190,81 @@ def test_crowded_scene():
     assert gt.shape == (6, 4) and boxes.shape == (30, 4) and scores.shape == owner.shape == (30,)
     neighbours = torch.diag(D.box_iou(gt[:-1], gt[1:]))
     assert neighbours.min() > 0.1 and neighbours.max() < 0.7
-    assert torch.all((scores >= 0) & (scores <= 1))
+    # a candidate's score is its IoU with the object it came from times a factor in [0.6, 1]
+    quality = torch.diag(D.box_iou(boxes, gt[owner]))
+    assert torch.all(scores <= quality + 1e-6) and torch.all(scores >= 0.6 * quality - 1e-6)
+    assert scores.std() > 0.05  # not a constant
+
+
+def test_shapes_config_and_make_shapes_refuse_bad_values():
+    with pytest.raises(ValueError, match=r"ShapesConfig\.max_objects must be >= 1, got 0"):
+        M.ShapesConfig(max_objects=0)  # used to end in a bare StopIteration inside make_shapes
+    with pytest.raises(ValueError, match=r"ShapesConfig\.noise must be finite"):
+        M.ShapesConfig(noise=float("nan"))
+    with pytest.raises(ValueError, match="min_size <= max_size < image_size"):
+        M.ShapesConfig(max_size=64.0)
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
+        M.make_shapes(2, generator=0)
+    with pytest.raises(ValueError, match=r"TrainConfig\.lr must be finite and > 0"):
+        M.TrainConfig(lr=-1.0)
+
+
+def test_centernet_targets_refuse_a_centre_outside_the_map():
+    # centre (-3, -3): cell index -1 would wrap around to the opposite corner
+    targets = [{"boxes": torch.tensor([[-10.0, -10.0, 4.0, 4.0]]), "labels": torch.tensor([0])}]
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] row 0 .* centre outside"):
+        M.centernet_targets(targets, 3, 4, 16)
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] row 0 .* centre outside"):
+        M.yolo_v1_targets(targets, 4, 3, 64)
+    # a box that only sticks out past the edge, with its centre inside, is fine
+    ok = [{"boxes": torch.tensor([[-4.0, -4.0, 8.0, 8.0]]), "labels": torch.tensor([2])}]
+    assert M.centernet_targets(ok, 3, 4, 16)["mask"][0, 0, 0]
+    bad_label = [{"boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0]]), "labels": torch.tensor([3])}]
+    with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\] must be in \[0, num_classes=3\)"):
+        M.centernet_targets(bad_label, 3, 4, 16)
+
+
+def test_heads_losses_and_detect_check_their_arguments():
+    model = M.TinyDetector(7, fpn=False, width=8)
+    images = torch.rand(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got -1"):
+        M.detect(model, images, 3, batch_size=-1)  # used to return []
+    with pytest.raises(ValueError, match=r"images must have shape \(None, 3, S, S\)"):
+        M.detect(model, images[0], 3)
+    with pytest.raises(ValueError, match="score_threshold must be a finite number"):
+        M.detect(model, images, 3, score_threshold=float("nan"))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        M.decode_centernet(torch.zeros(1, 7, 4, 4), -16, 3)
+    with pytest.raises(ValueError, match="output must be finite"):
+        M.decode_centernet(torch.full((1, 7, 4, 4), float("nan")), 16, 3)
+    with pytest.raises(ValueError, match="heatmap must hold values in"):
+        M.focal_loss_centernet(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 2.0))
+    with pytest.raises(ValueError, match=r"heatmap must have shape \(B, K, H, W\) with B = 1"):
+        M.focal_loss_centernet(torch.zeros(1, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="prior must be a finite number in"):
+        M.init_head_prior(model, 3, prior=1.0)
+    with pytest.raises(ValueError, match="num_classes must be at most head_channels - 4 = 3"):
+        M.init_head_prior(model, 4)
+    target = torch.zeros(1, 4, 4, 8)
+    with pytest.raises(ValueError, match=r"output must have shape \(B, G, G, 13\)"):
+        M.yolo_v1_loss(torch.zeros(1, 4, 4, 12), target, 64)
+    with pytest.raises(ValueError, match="l1_weight must be finite and >= 0"):
+        M.detr_cost_matrix(torch.zeros(2, 4), torch.rand(2, 4), torch.tensor([0]), torch.rand(1, 4),
+                           l1_weight=-5.0)
+    with pytest.raises(ValueError, match=r"preds\[0\]\['labels'\] must be in \[0, num_classes=3\)"):
+        M.to_coco([{"boxes": torch.zeros(1, 4), "scores": torch.ones(1), "labels": torch.tensor([5])}],
+                  [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}], 3)
+    with pytest.raises(TypeError, match="model must be a TinyDetector"):
+        M.train_detector(torch.nn.Linear(1, 1), images, [], 3, progress=False)
+
+
+def test_focal_loss_gradient_pushes_centres_up_and_background_down():
+    # the sign a training run relies on: d loss / d logit < 0 at a centre, > 0 far from it
+    logits = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    heatmap = torch.zeros(1, 1, 3, 3)
+    heatmap[0, 0, 1, 1] = 1.0
+    M.focal_loss_centernet(logits, heatmap).backward()
+    assert logits.grad[0, 0, 1, 1] < 0 and logits.grad[0, 0, 0, 0] > 0
+    # and it matches the formula at p = 1/2: centre -(1/2)^2 log(1/2) per cell, background -(1/2)^2 log(1/2)
+    value = M.focal_loss_centernet(torch.zeros(1, 1, 3, 3), heatmap)
+    assert value.item() == pytest.approx(9 * 0.25 * math.log(2), rel=1e-6)

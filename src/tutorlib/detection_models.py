@@ -26,7 +26,36 @@ from torch import nn
 from torch.nn import functional as F
 
 from tutorlib import detection as det
-from tutorlib.validation import check_int
+from tutorlib.validation import (
+    check_fields,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_tensor,
+)
+
+__all__ = [
+    "SHAPES",
+    "ShapesConfig",
+    "TinyDetector",
+    "TrainConfig",
+    "centernet_loss",
+    "centernet_targets",
+    "crowded_scene",
+    "decode_centernet",
+    "decode_yolo_v1",
+    "detect",
+    "detr_cost_matrix",
+    "focal_loss_centernet",
+    "init_head_prior",
+    "make_shapes",
+    "set_prediction_loss",
+    "to_coco",
+    "train_detector",
+    "yolo_v1_loss",
+    "yolo_v1_targets",
+]
 
 SHAPES = ("square", "disk", "triangle")
 
@@ -44,6 +73,52 @@ class ShapesConfig:
     max_objects: int = 6  #: objects per image: uniform in 1..max_objects
     max_overlap: float = 0.1  #: a new object is re-drawn if its IoU with an earlier one is larger
     noise: float = 0.05  #: standard deviation of the pixel noise
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"image_size": (check_int, 2), "min_size": check_positive,
+                            "max_size": check_positive, "max_objects": check_int,
+                            "max_overlap": check_probability, "noise": check_nonnegative})
+        if not 1 <= self.min_size <= self.max_size < self.image_size:
+            raise ValueError(
+                "ShapesConfig needs 1 <= min_size <= max_size < image_size, got min_size="
+                f"{self.min_size}, max_size={self.max_size}, image_size={self.image_size}"
+            )
+
+
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _check_targets(
+    targets: object, num_classes: int, extent: float, name: str = "targets"
+) -> list[dict[str, torch.Tensor]]:
+    """Validate one dict per image; labels in [0, num_classes), box centres inside [0, extent)."""
+    checked = det._check_sets(targets, name, ("boxes", "labels"))
+    for n, t in enumerate(checked):
+        boxes, labels = t["boxes"], t["labels"]
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(f"{name}[{n}]['labels'] must be in [0, num_classes={num_classes}), got "
+                             f"values in [{int(labels.min())}, {int(labels.max())}]")
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        outside = ((centre < 0) | (centre >= extent)).any(1)
+        if outside.any():
+            row = int(outside.nonzero()[0, 0])
+            raise ValueError(f"{name}[{n}]['boxes'] row {row} {boxes[row].tolist()} has its centre outside "
+                             f"the {extent:g} x {extent:g} image; a negative cell index would wrap around")
+        if ((boxes[:, 2:] - boxes[:, :2]) <= 0).any():
+            raise ValueError(f"{name}[{n}]['boxes'] must have a positive width and height")
+    return checked
+
+
+def _check_images(images: object, name: str = "images") -> torch.Tensor:
+    return check_tensor(name, images, (None, 3, "S", "S"))
+
+
+def _check_model(model: object) -> TinyDetector:
+    if not isinstance(model, TinyDetector):
+        raise TypeError(f"model must be a TinyDetector, got {type(model).__name__}")
+    return model
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -81,11 +156,10 @@ def make_shapes(
     """
     n_images = check_int("n_images", n_images)
     config = config or ShapesConfig()
-    if not 1 <= config.min_size <= config.max_size < config.image_size:
-        raise ValueError(
-            f"need 1 <= min_size <= max_size < image_size, got {config.min_size}, {config.max_size}, "
-            f"{config.image_size}"
-        )
+    if not isinstance(config, ShapesConfig):
+        raise TypeError(f"config must be a ShapesConfig or None, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
+    _check_generator(generator)
     g = generator or torch.Generator().manual_seed(0)
     size = config.image_size
     coords = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
@@ -151,7 +225,9 @@ class TinyDetector(nn.Module):
     def __init__(self, head_channels: int, fpn: bool, width: int = 32) -> None:
         super().__init__()
         check_int("head_channels", head_channels)
-        check_int("width", width)
+        check_int("width", width, minimum=2)
+        if not isinstance(fpn, bool):
+            raise TypeError(f"fpn must be a bool, got {type(fpn).__name__} {fpn!r}")
         self.fpn = fpn
         self.stage1 = nn.Sequential(
             _conv(3, width // 2, 2), _conv(width // 2, width, 2), _conv(width, width)
@@ -168,7 +244,13 @@ class TinyDetector(nn.Module):
         self.stride = 4 if fpn else 16
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` -> ``(B, head_channels, S / stride, S / stride)``."""
+        """``(B, 3, S, S)`` -> ``(B, head_channels, S / stride, S / stride)``; S a multiple of 16."""
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            raise TypeError(f"images must be a floating-point tensor (B, 3, S, S), got "
+                            f"{getattr(images, 'dtype', type(images).__name__)}")
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] % 16 or images.shape[-2] % 16:
+            raise ValueError(f"images must have shape (B, 3, S, S) with S a multiple of 16, got "
+                             f"{tuple(images.shape)}")
         c2 = self.stage1(images)  # (B, w, S/4, S/4)
         c3 = self.stage2(c2)  # (B, 2w, S/8, S/8)
         c4 = self.stage3(c3)  # (B, 2w, S/16, S/16)
@@ -202,6 +284,7 @@ def centernet_targets(
     num_classes, grid, stride = (
         check_int(n, v) for n, v in (("num_classes", num_classes), ("grid", grid), ("stride", stride))
     )
+    _check_targets(targets, num_classes, grid * stride)
     b = len(targets)
     heatmap = torch.zeros(b, num_classes, grid, grid)
     size, offset = torch.zeros(b, 2, grid, grid), torch.zeros(b, 2, grid, grid)
@@ -232,6 +315,12 @@ def focal_loss_centernet(
     a centre are penalised less for firing. The :math:`(1-\\hat p)^\\alpha` factor is the focal
     loss's (Lin et al., 2017): easy background cells, the vast majority, contribute little.
     """
+    check_tensor("logits", logits, ("B", "K", "H", "W"), dims=(dims := {}))
+    check_tensor("heatmap", heatmap, ("B", "K", "H", "W"), dims=dims)
+    if bool(((heatmap < 0) | (heatmap > 1)).any()):
+        raise ValueError("heatmap must hold values in [0, 1] (1 at object centres)")
+    check_nonnegative("alpha", alpha)
+    check_nonnegative("beta", beta)
     log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
     p = log_p.exp()
     positive = heatmap == 1
@@ -248,6 +337,16 @@ def centernet_loss(
     Args:
         output: ``(B, K + 4, G, G)`` raw head output; target: :func:`centernet_targets`.
     """
+    keys = ("heatmap", "size", "offset", "mask")
+    if not isinstance(target, Mapping) or any(key not in target for key in keys):
+        raise TypeError("target must be the dict of centernet_targets (heatmap, size, offset, mask)")
+    dims: dict[str, int] = {}
+    check_tensor("target['heatmap']", target["heatmap"], ("B", "K", "G", "G"), dims=dims)
+    check_tensor("output", output, ("B", dims["K"] + 4, "G", "G"), dims=dims)
+    check_tensor("target['mask']", target["mask"], ("B", "G", "G"), dims=dims, dtype="bool")
+    check_tensor("target['size']", target["size"], ("B", 2, "G", "G"), dims=dims)
+    check_tensor("target['offset']", target["offset"], ("B", 2, "G", "G"), dims=dims)
+    check_nonnegative("size_weight", size_weight)
     k = target["heatmap"].shape[1]
     mask = target["mask"]
     n_obj = max(int(mask.sum()), 1)
@@ -273,9 +372,11 @@ def decode_centernet(
     """
     k = check_int("num_classes", num_classes)
     check_int("top_k", top_k)
-    if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[1] != k + 4:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"output must have shape (B, num_classes + 4 = {k + 4}, H, W), got {shape}")
+    check_int("stride", stride)
+    if isinstance(output, torch.Tensor) and (output.ndim != 4 or output.shape[1] != k + 4):
+        raise ValueError(f"output must have shape (B, num_classes + 4 = {k + 4}, H, W), got "
+                         f"{tuple(output.shape)}")
+    check_tensor("output", output, (None, k + 4, None, None))
     b, _, h, w = output.shape
     heat = output[:, :k].sigmoid()
     if peaks_only:
@@ -314,6 +415,7 @@ def yolo_v1_targets(
     grid, num_classes, image_size = (
         check_int(n, v) for n, v in (("grid", grid), ("num_classes", num_classes), ("image_size", image_size))
     )
+    _check_targets(targets, num_classes, image_size)
     out = torch.zeros(len(targets), grid, grid, 5 + num_classes)
     cell = image_size / grid
     for n, t in enumerate(targets):
@@ -355,6 +457,16 @@ def yolo_v1_loss(
     trained towards that IoU; every other box's confidence towards 0 with weight
     :math:`\\lambda_{noobj}`; the class scores towards the one-hot class.
     """
+    check_int("image_size", image_size)
+    nb = check_int("boxes_per_cell", boxes_per_cell)
+    dims: dict[str, int] = {}
+    check_tensor("target", target, ("B", "G", "G", None), dims=dims)
+    k = target.shape[-1] - 5
+    if k < 1:
+        raise ValueError(f"target must have 5 + K >= 6 channels per cell, got {target.shape[-1]}")
+    check_tensor("output", output, ("B", "G", "G", 5 * nb + k), dims=dims)
+    check_nonnegative("lambda_coord", lambda_coord)
+    check_nonnegative("lambda_noobj", lambda_noobj)
     b, g = output.shape[0], output.shape[1]
     nb = boxes_per_cell
     boxes = output[..., : 5 * nb].reshape(b, g, g, nb, 5)
@@ -383,6 +495,12 @@ def decode_yolo_v1(
     output: torch.Tensor, image_size: int, boxes_per_cell: int = 2
 ) -> list[dict[str, torch.Tensor]]:
     """All ``G * G * B`` boxes of each image, with score = confidence × class probability, before NMS."""
+    check_int("image_size", image_size)
+    nb = check_int("boxes_per_cell", boxes_per_cell)
+    check_tensor("output", output, (None, "G", "G", None))
+    if output.shape[-1] < 5 * nb + 1:
+        raise ValueError(f"output must have 5 * boxes_per_cell + K = {5 * nb} + K channels with K >= 1, "
+                         f"got {output.shape[-1]}")
     b, g = output.shape[0], output.shape[1]
     nb = boxes_per_cell
     boxes = output[..., : 5 * nb].reshape(b, g, g, nb, 5)
@@ -430,9 +548,12 @@ def detr_cost_matrix(
     References:
         Carion et al., "End-to-end object detection with transformers", ECCV 2020.
     """
-    logits = det._check_tensor(logits, "logits", "(Q, K + 1)")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must have shape (Q, K + 1), got {tuple(logits.shape)}")
+    logits = check_tensor("logits", logits, ("Q", None))
+    if logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (Q, K + 1) with K >= 1, got {tuple(logits.shape)}")
+    for name, value in (("class_weight", class_weight), ("l1_weight", l1_weight),
+                        ("giou_weight", giou_weight)):
+        check_nonnegative(name, value)
     pred_boxes = det._check_boxes(pred_boxes, "pred_boxes", "cxcywh")
     tgt_boxes = det._check_boxes(tgt_boxes, "tgt_boxes", "cxcywh")
     if len(pred_boxes) != len(logits):
@@ -472,6 +593,7 @@ def set_prediction_loss(
     Returns:
         ``(loss, (pred_index, target_index))``.
     """
+    check_nonnegative("no_object_weight", no_object_weight)
     cost = detr_cost_matrix(logits, pred_boxes, tgt_labels, tgt_boxes, 1.0, l1_weight, giou_weight)
     pred_idx, tgt_idx = det.hungarian_match(cost)
     num_queries, num_classes = logits.shape[0], logits.shape[1] - 1
@@ -504,11 +626,21 @@ class TrainConfig:
     weight_decay: float = 1e-4  #: AdamW's decoupled weight decay
     seed: int = 0  #: seeds the initial weights and the order of the mini-batches
 
+    def __post_init__(self) -> None:
+        check_fields(self, {"steps": check_int, "batch_size": check_int, "lr": check_positive,
+                            "weight_decay": check_nonnegative, "seed": (check_int, 0)})
+
 
 def init_head_prior(model: TinyDetector, num_classes: int, prior: float = 0.1) -> None:
     """Start the heat-map logits at :math:`\\log\\frac{\\pi}{1-\\pi}` (Lin et al., 2017), so that the
     untrained head predicts "background" with probability :math:`1-\\pi` and the focal loss does not
     start with a burst of gradients from thousands of easy background cells."""
+    _check_model(model)
+    check_int("num_classes", num_classes)
+    most = model.head[-1].out_channels - 4
+    if num_classes > most:
+        raise ValueError(f"num_classes must be at most head_channels - 4 = {most}, got {num_classes}")
+    check_probability("prior", prior, allow_zero=False, allow_one=False)
     with torch.no_grad():
         model.head[-1].bias[:num_classes] = math.log(prior / (1 - prior))
 
@@ -531,8 +663,15 @@ def train_detector(
         The training loss at every step.
     """
     config = config or TrainConfig()
-    check_int("steps", config.steps)
-    check_int("batch_size", config.batch_size)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or None, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
+    _check_model(model)
+    _check_images(images)
+    check_int("num_classes", num_classes)
+    if images.shape[-1] % model.stride:
+        raise ValueError(f"images must be S x S with S a multiple of the model's stride {model.stride}, "
+                         f"got {tuple(images.shape)}")
     if len(images) != len(targets):
         raise ValueError(
             f"images and targets must have the same length, got {len(images)} and {len(targets)}"
@@ -578,6 +717,14 @@ def detect(
     """Run the detector: decode every cell (:func:`decode_centernet`), drop scores below
     ``score_threshold``, then per-class NMS (:func:`tutorlib.detection.batched_nms`) unless
     ``iou_threshold`` is None. The model runs on its device; the detections are on the CPU."""
+    _check_model(model)
+    _check_images(images)
+    check_int("num_classes", num_classes)
+    if iou_threshold is not None:
+        check_probability("iou_threshold", iou_threshold)
+    check_probability("score_threshold", score_threshold)
+    check_int("top_k", top_k)
+    check_int("batch_size", batch_size)
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -608,6 +755,7 @@ def crowded_scene(
     """
     n_objects = check_int("n_objects", n_objects)
     per = check_int("candidates_per_object", candidates_per_object)
+    _check_generator(generator)
     g = generator or torch.Generator().manual_seed(0)
     x = 10 + 16 * torch.arange(n_objects, dtype=torch.float32) + 2 * torch.randn(n_objects, generator=g)
     y = 30 + 10 * torch.rand(n_objects, generator=g)
@@ -632,6 +780,13 @@ def to_coco(
 ) -> tuple[dict, list[dict]]:
     """Ground truth as a COCO dataset dict and detections as a COCO results list (boxes xywh,
     category ids from 1, annotation ids from 1: pycocotools treats id 0 as "unmatched")."""
+    check_int("num_classes", num_classes)
+    det._check_preds_targets(preds, targets)
+    for name, sets in (("preds", preds), ("targets", targets)):
+        for n, item in enumerate(sets):
+            labels = item["labels"]
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+                raise ValueError(f"{name}[{n}]['labels'] must be in [0, num_classes={num_classes})")
     images, annotations, results = [], [], []
     for i, (p, t) in enumerate(zip(preds, targets, strict=True)):
         images.append({"id": i + 1})
