@@ -308,6 +308,10 @@ def test_bad_arguments_raise_with_the_argument_name():
         up.ripple(torch.zeros(1, 1, 4, 4), 2)
     with pytest.raises(ValueError, match="height"):
         up.conv2d_matrix(torch.randn(1, 1, 3, 3), 0, 3)
+    with pytest.raises(ValueError, match="weight"):
+        up.conv2d_matrix(torch.full((1, 1, 3, 3), float("nan")), 4, 4)
+    with pytest.raises(TypeError, match="weight"):
+        up.conv2d_matrix(torch.ones(1, 1, 3, 3, dtype=torch.long), 4, 4)
 
 
 def test_deformable_bad_arguments_raise_with_the_argument_name():
@@ -340,6 +344,18 @@ def test_deformable_bad_arguments_raise_with_the_argument_name():
         dc.DeformConv2d(2.0, 3)
     with pytest.raises(ValueError, match="sampler"):
         dc.DeformConv2d(2, 3, 3, 1, sampler="nearest")
+    with pytest.raises(ValueError, match="bias"):
+        dc.deform_conv2d(x, torch.zeros(1, 18, 5, 5), w, torch.zeros(3, dtype=torch.long), padding=1)
+    with pytest.raises(ValueError, match="bias"):
+        dc.deform_conv2d(x, torch.zeros(1, 18, 5, 5), w, torch.full((3,), float("nan")), padding=1)
+    with pytest.raises(TypeError, match="offset"):
+        dc.sampling_positions(torch.zeros(1, 18, 2, 2, dtype=torch.long), (3, 3))
+    with pytest.raises(TypeError, match="x"):
+        dc.DeformConv2d(2, 3, 3, 1)(x.long())
+    with pytest.raises(ValueError, match="x"):
+        dc.DeformConv2d(2, 3, 3, 1)(x[..., None])
+    with pytest.raises(ValueError, match="channels"):
+        dc.DeformConv2d(3, 3, 3, 1)(x)
     with pytest.raises(TypeError, match="kernel_size"):
         dc.sampling_positions(torch.zeros(1, 18, 2, 2), 3)
     with pytest.raises(ValueError, match="size"):

@@ -124,8 +124,7 @@ def sampling_positions(offset: torch.Tensor, kernel_size: tuple[int, int], strid
     Returns:
         ``(py, px)``, each ``(B, K, H_o, W_o)``.
     """
-    if not isinstance(offset, torch.Tensor) or offset.ndim != 4:
-        raise ValueError(f"offset must be a tensor of shape (B, 2K, Ho, Wo), got {offset!r:.60}")
+    offset = _check_image("offset", offset)  # (B, 2K, Ho, Wo): 4-D, float, finite
     if not isinstance(kernel_size, tuple) or len(kernel_size) != 2:
         raise TypeError(f"kernel_size must be a tuple (kh, kw), got {kernel_size!r}")
     kh, kw = check_int("kernel_size[0]", kernel_size[0]), check_int("kernel_size[1]", kernel_size[1])
@@ -181,8 +180,11 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
         raise ValueError(f"the dilated kernel does not fit the padded input {h + 2 * p}x{w + 2 * p}")
     if offset.shape != (b, 2 * kh * kw, ho, wo):
         raise ValueError(f"offset must have shape {(b, 2 * kh * kw, ho, wo)}, got {tuple(offset.shape)}")
-    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (c_out,)):
-        raise ValueError(f"bias must be None or a tensor of shape ({c_out},), got {bias!r:.60}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or bias.shape != (c_out,):
+            raise ValueError(f"bias must be None or a tensor of shape ({c_out},), got {bias!r:.60}")
+        if bias.dtype != x.dtype or not torch.isfinite(bias).all():
+            raise ValueError(f"bias must be finite with the dtype of x ({x.dtype}), got {bias.dtype}")
     py, px = sampling_positions(offset.to(x.dtype), (kh, kw), s, p, d)  # (B, K, Ho, Wo) each
     columns = samplers[sampler](x, py, px)  # (B, C_in, K, Ho, Wo)
     y = torch.einsum("bckhw,ock->bohw", columns, weight.reshape(c_out, c_in, kh * kw))
@@ -225,6 +227,9 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, C_out, H, W)``."""
+        x = _check_image("x", x)
+        if x.shape[1] != self.conv.in_channels:
+            raise ValueError(f"x must have {self.conv.in_channels} channels, got shape {tuple(x.shape)}")
         return deform_conv2d(x, self.offset(x), self.conv.weight, self.conv.bias, padding=self.padding,
                              sampler=self.sampler)
 

@@ -280,8 +280,7 @@ def conv2d_matrix(weight: torch.Tensor, height: int, width: int, stride: int = 1
         ``(C_out * Ho * Wo, C_in * H * W)``, so that ``A @ x.flatten() == conv(x).flatten()``
         for one image.
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
-        raise ValueError(f"weight must be a tensor of shape (C_out, C_in, kh, kw), got {weight!r:.60}")
+    weight = _check_image("weight", weight)  # (C_out, C_in, kh, kw): 4-D, float, finite
     h, w = check_int("height", height), check_int("width", width)
     s, p = check_int("stride", stride), check_int("padding", padding, minimum=0)
     c_out, c_in, kh, kw = weight.shape
