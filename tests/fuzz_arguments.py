@@ -64,6 +64,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("rl.gaussian_exploration", "actions", "tensor extra axis"): "any batch shape (..., act_dim)",
     ("rl.gaussian_exploration", "actions", "tensor one axis fewer"): "any batch shape (..., act_dim)",
     ("rl.reinforce_loss", "baseline", "tensor one axis fewer"): "a scalar baseline is allowed",
+    ("detection.precision_recall", "tp", "tensor extra axis"): "tp is (..., D)",
+    ("detection.precision_recall", "tp", "tensor one axis fewer"): "tp is (..., D)",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult"}

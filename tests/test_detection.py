@@ -190,7 +190,7 @@ def test_nms_errors():
     boxes = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2]])
     with pytest.raises(ValueError, match=r"scores must have shape \(2,\) to match boxes"):
         D.nms(boxes, torch.ones(3), 0.5)
-    with pytest.raises(ValueError, match="iou_threshold must be in"):
+    with pytest.raises(ValueError, match="iou_threshold must be a finite number in"):
         D.nms(boxes, torch.ones(2), 1.5)
     with pytest.raises(TypeError, match="iou_threshold"):
         D.nms(boxes, torch.ones(2), "0.5")
@@ -551,7 +551,7 @@ def test_average_precision_hand_computed():
     assert D.average_precision(recall, precision, "all") == pytest.approx(0.25)
     with pytest.raises(ValueError, match="method"):
         D.average_precision(recall, precision, "voc")
-    with pytest.raises(ValueError, match=r"precision must have shape \(1,\)"):
+    with pytest.raises(ValueError, match=r"precision must have shape \(D,\) with D = 1"):
         D.average_precision(recall, torch.zeros(2), "all")
 
 
@@ -582,7 +582,7 @@ def test_map_input_errors():
         D.mean_average_precision(p, [{**t[0], "boxes": torch.tensor([[5.0, 0, 1, 1]])}])
     with pytest.raises(TypeError, match="preds must be a list of dicts"):
         D.mean_average_precision(p[0], t)
-    with pytest.raises(ValueError, match="iou_thresholds must be in"):
+    with pytest.raises(ValueError, match="iou_thresholds must be a finite number in"):
         D.mean_average_precision(p, t, iou_thresholds=[1.5])
 
 
@@ -645,3 +645,82 @@ def test_set_loss_sends_duplicates_to_no_object():
     # gradient descent raises query 1's no-object logit (its gradient on it is negative)
     assert logits.grad[1, 2] < 0 and logits.grad[1, :2].sum() > 0
     assert pred.grad[1].abs().sum() == 0  # an unmatched query's box gets no box loss
+
+
+def test_nan_scores_are_refused_everywhere():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10.5]])
+    scores = torch.tensor([0.9, float("nan"), 0.95])  # NaN used to keep its box and drop the 0.95 one
+    with pytest.raises(ValueError, match="scores must be finite, got a tensor containing NaN"):
+        D.nms(boxes, scores, 0.5)
+    with pytest.raises(ValueError, match="scores must be finite"):
+        D.batched_nms(boxes, scores, torch.zeros(3, dtype=torch.long), 0.5)
+    with pytest.raises(TypeError, match="scores must be a floating-point tensor"):
+        D.nms(boxes, torch.tensor([1, 2, 3]), 0.5)
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        D.batched_nms(boxes, torch.ones(3), torch.zeros(3), 0.5)
+    # a NaN score on a false positive used to halve the mAP (1.0 -> 0.5)
+    t = [{"boxes": boxes[:1], "labels": torch.tensor([0])}]
+    p = [{"boxes": boxes[[0, 1]] + torch.tensor([0.0, 0, 0, 0]), "scores": torch.tensor([0.9, float("nan")]),
+          "labels": torch.tensor([0, 0])}]
+    with pytest.raises(ValueError, match=r"preds\[0\]\['scores'\] must be finite"):
+        D.mean_average_precision(p, t)
+
+
+def test_recall_by_size_and_match_detections_check_their_arguments():
+    t = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}]
+    p = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "scores": torch.tensor([0.9]),
+          "labels": torch.tensor([0])}]
+    # max_detections=-1 used to slice [:-1] and drop the only detection
+    with pytest.raises(ValueError, match="max_detections must be >= 1, got -1"):
+        D.recall_by_size(p, t, {"all": (0.0, math.inf)}, max_detections=-1)
+    assert D.recall_by_size(p, t, {"all": (0.0, math.inf)}) == {"all": 1.0}
+    with pytest.raises(ValueError, match=r"size_ranges\['x'\] must have low < high"):
+        D.recall_by_size(p, t, {"x": (5.0, 1.0)})
+    with pytest.raises(ValueError, match="max_detections must be >= 1"):
+        D.match_detections(p, t, 0, max_detections=0)
+    with pytest.raises(ValueError, match="label must be >= 0"):
+        D.match_detections(p, t, -1)
+
+
+def test_match_detections_pools_images_and_sorts_by_score():
+    # image 0: one object, a good detection (0.6) and a duplicate (0.9, also a hit but matched first);
+    # image 1: one object, a miss (0.8) and a hit (0.7); a class-1 detection is ignored
+    gt0, gt1 = torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[20.0, 20, 30, 30]])
+    t = [{"boxes": gt0, "labels": torch.tensor([0])}, {"boxes": gt1, "labels": torch.tensor([0])}]
+    p = [
+        {"boxes": torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 9]]), "scores": torch.tensor([0.6, 0.9]),
+         "labels": torch.tensor([0, 0])},
+        {"boxes": torch.tensor([[50.0, 50, 60, 60], [20.0, 20, 30, 30], [20.0, 20, 30, 30]]),
+         "scores": torch.tensor([0.8, 0.7, 0.99]), "labels": torch.tensor([0, 0, 1])},
+    ]
+    scores, tp, n_gt = D.match_detections(p, t, 0, iou_thresholds=(0.5, 0.95))
+    assert n_gt == 2
+    assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    # at 0.5 the 0.9 box (IoU 0.9) takes image 0's object, the 0.6 one is a duplicate;
+    # at 0.95 the 0.9 box misses (IoU 0.9 < 0.95) and the exact 0.6 box matches
+    assert tp.tolist() == [[True, False, True, False], [False, False, True, True]]
+    # max_detections=1 keeps only the best detection of each image
+    scores, tp, _ = D.match_detections(p, t, 0, max_detections=1)
+    assert scores.tolist() == pytest.approx([0.9, 0.8]) and tp.tolist() == [[True, False]]
+
+
+def test_box_helpers_refuse_bad_numbers():
+    ref = torch.tensor([[0.0, 0, 10, 10]])
+    with pytest.raises(ValueError, match="max_log_scale must be finite and > 0"):
+        D.decode_boxes(ref, torch.zeros(1, 4), max_log_scale=-1.0)
+    with pytest.raises(ValueError, match="deltas must be finite"):
+        D.decode_boxes(ref, torch.full((1, 4), float("nan")))
+    with pytest.raises(ValueError, match="weights entries must be finite and > 0"):
+        D.encode_boxes(ref, ref, weights=(1.0, 1.0, 0.0, 1.0))
+    feats = torch.rand(1, 2, 8, 8)
+    rois = torch.tensor([[0.0, 0, 0, 16, 16]])
+    with pytest.raises(ValueError, match="spatial_scale must be finite and > 0"):
+        D.roi_align(feats, rois, 2, -0.25)
+    with pytest.raises(ValueError, match="spatial_scale must be finite and > 0"):
+        D.roi_pool(feats, rois, 2, float("nan"))
+    with pytest.raises(ValueError, match="features must be finite"):
+        D.spatial_pyramid_pool(torch.full((1, 1, 4, 4), float("nan")))
+    with pytest.raises(TypeError, match="tp must be a bool tensor"):
+        D.precision_recall(torch.tensor([1.0, 0.0]), 2)
+    with pytest.raises(ValueError, match="recall must hold values in"):
+        D.average_precision(torch.tensor([0.5, 1.5]), torch.tensor([1.0, 1.0]))

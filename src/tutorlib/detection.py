@@ -36,7 +36,15 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
-from tutorlib.validation import check_int
+from tutorlib.validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_tensor,
+)
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -47,6 +55,21 @@ BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 def _check_tensor(x: object, name: str, shape: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
+    return x
+
+
+def _check_scores(x: object, name: str, n: int, other: str) -> torch.Tensor:
+    """Finite float scores ``(n,)``: a NaN score would sort anywhere and break NMS and AP."""
+    x = _check_vector(x, name, n, other)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return check_finite(name, x)
+
+
+def _check_labels(x: object, name: str, n: int, other: str) -> torch.Tensor:
+    x = _check_vector(x, name, n, other)
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {x.dtype}")
     return x
 
 
@@ -82,11 +105,7 @@ def _check_vector(x: object, name: str, n: int, other: str) -> torch.Tensor:
 
 
 def _check_threshold(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
+    return check_probability(name, value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +230,7 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def _check_nms_args(boxes, scores, iou_threshold) -> tuple[torch.Tensor, torch.Tensor, float]:
     boxes = _check_boxes(boxes)
-    scores = _check_vector(scores, "scores", boxes.shape[0], "boxes")
+    scores = _check_scores(scores, "scores", boxes.shape[0], "boxes")
     return boxes, scores, _check_threshold(iou_threshold, "iou_threshold")
 
 
@@ -280,7 +299,7 @@ def batched_nms(
         ``(K,)`` int64 indices of the kept boxes, in decreasing order of score.
     """
     boxes, scores, iou_threshold = _check_nms_args(boxes, scores, iou_threshold)
-    labels = _check_vector(labels, "labels", boxes.shape[0], "boxes")
+    labels = _check_labels(labels, "labels", boxes.shape[0], "boxes")
     keep = [
         idx[nms(boxes[idx], scores[idx], iou_threshold)]
         for idx in (torch.nonzero(labels == c)[:, 0] for c in labels.unique())
@@ -318,10 +337,11 @@ def make_anchors(
         raise ValueError(f"feature_size must be (H, W), got {feature_size!r}")
     h, w = (check_int(f"feature_size[{i}]", v) for i, v in enumerate(feature_size))
     stride = check_int("stride", stride)
-    if not sizes or any(s <= 0 for s in sizes):
-        raise ValueError(f"sizes must be positive numbers, got {sizes!r}")
-    if not aspect_ratios or any(r <= 0 for r in aspect_ratios):
-        raise ValueError(f"aspect_ratios must be positive numbers, got {aspect_ratios!r}")
+    for name, values in (("sizes", sizes), ("aspect_ratios", aspect_ratios)):
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            raise TypeError(f"{name} must be a non-empty sequence of positive numbers, got {values!r}")
+        for v in values:
+            check_positive(f"{name} entries", v)
     size = torch.tensor(sizes, dtype=torch.float32)[:, None]  # (S, 1)
     ratio = torch.tensor(aspect_ratios, dtype=torch.float32)[None, :]  # (1, R)
     aw, ah = (size / ratio.sqrt()).flatten(), (size * ratio.sqrt()).flatten()  # (A,)
@@ -363,7 +383,7 @@ def encode_boxes(
     for name, b in (("reference", ref), ("boxes", box)):
         if (b[:, 2:] <= 0).any():
             raise ValueError(f"{name} must have positive width and height to take log(w / w_a)")
-    wx, wy, ww, wh = weights
+    wx, wy, ww, wh = _check_weights(weights)
     return torch.stack(
         [
             wx * (box[:, 0] - ref[:, 0]) / ref[:, 2],
@@ -373,6 +393,12 @@ def encode_boxes(
         ],
         dim=-1,
     )
+
+
+def _check_weights(weights: object) -> tuple[float, float, float, float]:
+    if isinstance(weights, str | bytes) or not isinstance(weights, Sequence) or len(weights) != 4:
+        raise ValueError(f"weights must be four positive numbers (w_x, w_y, w_w, w_h), got {weights!r}")
+    return tuple(check_positive("weights entries", w) for w in weights)  # type: ignore[return-value]
 
 
 def decode_boxes(
@@ -395,8 +421,10 @@ def decode_boxes(
         raise ValueError(
             f"deltas must have shape {tuple(reference.shape)} to match reference, got {tuple(deltas.shape)}"
         )
+    check_tensor("deltas", deltas)
+    max_log_scale = check_positive("max_log_scale", max_log_scale)
     ref = box_convert(reference, "xyxy", "cxcywh")
-    wx, wy, ww, wh = weights
+    wx, wy, ww, wh = _check_weights(weights)
     cx = deltas[:, 0] / wx * ref[:, 2] + ref[:, 0]
     cy = deltas[:, 1] / wy * ref[:, 3] + ref[:, 1]
     w = torch.exp((deltas[:, 2] / ww).clamp(max=max_log_scale)) * ref[:, 2]
@@ -451,6 +479,7 @@ def _check_rois(features: object, rois: object) -> tuple[torch.Tensor, torch.Ten
     features = _check_tensor(features, "features", "(B, C, H, W)")
     if features.ndim != 4:
         raise ValueError(f"features must have shape (B, C, H, W), got {tuple(features.shape)}")
+    check_tensor("features", features)
     rois = _check_tensor(rois, "rois", "(K, 5)")
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise ValueError(
@@ -492,6 +521,7 @@ def roi_pool(
     """
     features, rois = _check_rois(features, rois)
     size = check_int("output_size", output_size)
+    spatial_scale = check_positive("spatial_scale", spatial_scale)
     _, c, height, width = features.shape
     out = features.new_zeros(len(rois), c, size, size)
     bins = torch.arange(size + 1, dtype=torch.float64)
@@ -574,6 +604,7 @@ def roi_align(
     features, rois = _check_rois(features, rois)
     size = check_int("output_size", output_size)
     ratio = check_int("sampling_ratio", sampling_ratio)
+    spatial_scale = check_positive("spatial_scale", spatial_scale)
     offset = 0.5 if aligned else 0.0
     box = rois[:, 1:] * spatial_scale - offset  # (K, 4) in cell coordinates
     roi_w, roi_h = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
@@ -616,6 +647,7 @@ def spatial_pyramid_pool(features: torch.Tensor, levels: Sequence[int] = (1, 2, 
     features = _check_tensor(features, "features", "(B, C, H, W)")
     if features.ndim != 4:
         raise ValueError(f"features must have shape (B, C, H, W), got {tuple(features.shape)}")
+    check_tensor("features", features)
     levels = [check_int(f"levels[{i}]", n) for i, n in enumerate(levels)]
     if not levels:
         raise ValueError("levels must contain at least one level, e.g. (1, 2, 4)")
@@ -643,9 +675,8 @@ def _check_sets(sets: object, name: str, keys: tuple[str, ...]) -> list[dict[str
         boxes = _check_boxes(item["boxes"], f"{where}['boxes']")
         entry = {"boxes": boxes.double()}
         for key in keys[1:]:
-            entry[key] = _check_vector(item[key], f"{where}[{key!r}]", len(boxes), f"{where}['boxes']")
-        if entry["labels"].is_floating_point():
-            raise TypeError(f"{where}['labels'] must be an integer tensor, got {entry['labels'].dtype}")
+            check = _check_scores if key == "scores" else _check_labels
+            entry[key] = check(item[key], f"{where}[{key!r}]", len(boxes), f"{where}['boxes']")
         out.append(entry)
     return out
 
@@ -675,6 +706,8 @@ def match_image(
         ``det_matched`` ``(D,)`` bool and ``gt_matched`` ``(G,)`` bool.
     """
     threshold = _check_threshold(iou_threshold, "iou_threshold")
+    _check_boxes(det_boxes, "det_boxes")
+    _check_boxes(gt_boxes, "gt_boxes")
     det_matched, gt_matched = _greedy_match(box_iou(det_boxes, gt_boxes).tolist(), len(gt_boxes), threshold)
     return torch.tensor(det_matched, dtype=torch.bool), torch.tensor(gt_matched, dtype=torch.bool)
 
@@ -712,7 +745,12 @@ def match_detections(
     """
     preds, targets = _check_preds_targets(preds, targets)
     thresholds = [_check_threshold(t, "iou_thresholds") for t in iou_thresholds]
+    if not thresholds:
+        raise ValueError("iou_thresholds must not be empty")
     check_int("max_detections", max_detections)
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise TypeError(f"label must be an int class id, got {type(label).__name__} {label!r}")
+    check_int("label", label, minimum=0)
     return _match_class(preds, targets, label, thresholds, max_detections)
 
 
@@ -754,6 +792,11 @@ def precision_recall(tp: torch.Tensor, n_gt: int) -> tuple[torch.Tensor, torch.T
         ``recall``, ``precision``: float64 tensors of the shape of ``tp``.
     """
     n_gt = check_int("n_gt", n_gt)
+    if not isinstance(tp, torch.Tensor) or tp.dtype != torch.bool or tp.ndim == 0:
+        raise TypeError(f"tp must be a bool tensor (..., D), got {getattr(tp, 'dtype', type(tp).__name__)}"
+                        f"{'' if not isinstance(tp, torch.Tensor) else f' of shape {tuple(tp.shape)}'}")
+    if bool((tp.sum(-1) > n_gt).any()):
+        raise ValueError(f"tp has more true positives than n_gt={n_gt} ground-truth boxes")
     tp_sum = tp.double().cumsum(-1)
     fp_sum = (~tp).double().cumsum(-1)
     eps = torch.finfo(torch.float64).eps
@@ -789,12 +832,16 @@ def average_precision(recall: torch.Tensor, precision: torch.Tensor, method: str
     References:
         Everingham et al., "The Pascal VOC challenge", IJCV 2010; Lin et al., "Microsoft COCO", ECCV 2014.
     """
-    recall = _check_tensor(recall, "recall", "(D,)").double()
-    precision = _check_vector(precision, "precision", len(recall), "recall").double()
-    if recall.ndim != 1:
-        raise ValueError(f"recall must have shape (D,), got {tuple(recall.shape)}")
-    if method not in ("coco", "voc11", "all"):
-        raise ValueError(f"method must be 'coco', 'voc11' or 'all', got {method!r}")
+    dims: dict[str, int] = {}
+    check_tensor("recall", recall, ("D",), dims=dims)
+    check_tensor("precision", precision, ("D",), dims=dims)
+    recall, precision = recall.double(), precision.double()
+    for name, value in (("recall", recall), ("precision", precision)):
+        if len(value) and (value.min() < 0 or value.max() > 1):
+            raise ValueError(f"{name} must hold values in [0, 1], got [{value.min():g}, {value.max():g}]")
+    if len(recall) > 1 and (recall[1:] < recall[:-1]).any():
+        raise ValueError("recall must be non-decreasing (values after each detection, in score order)")
+    check_choice("method", method, ("coco", "voc11", "all"))
     envelope = precision.flip(0).cummax(0).values.flip(0)  # max over this and later points
     if method == "all":
         r = torch.cat([recall.new_zeros(1), recall])
@@ -891,6 +938,18 @@ def recall_by_size(
     """
     preds, targets = _check_preds_targets(preds, targets)
     threshold = _check_threshold(iou_threshold, "iou_threshold")
+    check_int("max_detections", max_detections)
+    if not isinstance(size_ranges, Mapping):
+        raise TypeError(f"size_ranges must be a dict name -> (low, high), got {type(size_ranges).__name__}")
+    for name, bounds in size_ranges.items():
+        if not isinstance(bounds, Sequence) or len(bounds) != 2:
+            raise ValueError(f"size_ranges[{name!r}] must be (low, high), got {bounds!r}")
+        low = check_nonnegative(f"size_ranges[{name!r}] low", bounds[0])
+        high = bounds[1]
+        if high != math.inf:
+            high = check_positive(f"size_ranges[{name!r}] high", high)
+        if not low < high:
+            raise ValueError(f"size_ranges[{name!r}] must have low < high, got {bounds!r}")
     found, sizes = [], []
     for p, t in zip(preds, targets, strict=True):
         for label in t["labels"].unique().tolist():
@@ -926,8 +985,7 @@ def hungarian_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     cost = _check_tensor(cost, "cost", "(Q, G)")
     if cost.ndim != 2:
         raise ValueError(f"cost must have shape (Q, G), got {tuple(cost.shape)}")
-    if not torch.isfinite(cost).all():
-        raise ValueError("cost must be finite")
+    check_tensor("cost", cost)
     rows, cols = linear_sum_assignment(cost.detach().cpu().double().numpy())
     order = cols.argsort()
     return torch.as_tensor(rows[order], dtype=torch.int64), torch.as_tensor(cols[order], dtype=torch.int64)
