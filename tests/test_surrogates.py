@@ -364,9 +364,26 @@ def test_bad_arguments_raise_with_their_names():
     with pytest.raises(ValueError, match="n"):
         sg.make_imbalanced(n=10)
     data = sg.make_imbalanced(n=200)
-    with pytest.raises(ValueError, match=r"config\.loss"):
-        sg.train_classifier(data, sg.TrainConfig(loss="accuracy"))
-    with pytest.raises(ValueError, match=r"config\.lr"):
-        sg.train_classifier(data, sg.TrainConfig(lr=-1.0))
+    with pytest.raises(ValueError, match="loss"):
+        sg.TrainConfig(loss="accuracy")
+    with pytest.raises(ValueError, match="lr"):
+        sg.TrainConfig(lr=-1.0)
+    with pytest.raises(TypeError, match="steps"):
+        sg.TrainConfig(steps=2.5)
+    with pytest.raises(ValueError, match="num_samples"):
+        sg.TrainConfig(num_samples=1)
+    config = sg.TrainConfig()
+    config.seed = -1  # changed after construction: train_classifier checks again
+    with pytest.raises(ValueError, match="seed"):
+        sg.train_classifier(data, config)
+    with pytest.raises(ValueError, match="x_val"):
+        sg.ImbalancedData(data.x_train, data.y_train, data.x_val[:, :5], data.y_val, data.x_test, data.y_test)
+    with pytest.raises(ValueError, match="y_test"):
+        sg.ImbalancedData(data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test[:-1])
+    with pytest.raises(ValueError, match="x_train"):
+        sg.ImbalancedData(data.x_train * math.nan, data.y_train, data.x_val, data.y_val, data.x_test,
+                          data.y_test)
+    with pytest.raises(ValueError, match="bias"):
+        sg.EstimatorStats(bias=-1.0, bias_stderr=0.0, std=0.0, rmse=0.0)
     with pytest.raises(TypeError, match="data"):
         sg.train_classifier(None, sg.TrainConfig())

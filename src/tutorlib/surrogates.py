@@ -466,6 +466,10 @@ class EstimatorStats:
     std: float
     rmse: float
 
+    def __post_init__(self) -> None:
+        for name in ("bias", "bias_stderr", "std", "rmse"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+
 
 def estimator_stats(samples: torch.Tensor, exact: torch.Tensor) -> EstimatorStats:
     """Bias, its standard error, spread and RMSE of estimates ``(S, K)`` against ``exact`` ``(K,)``."""
@@ -547,6 +551,17 @@ class ImbalancedData:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
+    def __post_init__(self) -> None:
+        d = None
+        for split in ("train", "val", "test"):
+            x = _float_tensor(f"x_{split}", getattr(self, f"x_{split}"), 2)
+            if d is not None and x.shape[1] != d:
+                raise ValueError(f"x_{split} must have {d} features like x_train, got shape {tuple(x.shape)}")
+            d = x.shape[1]
+            y = _labels(f"y_{split}", getattr(self, f"y_{split}"), x.shape[0])
+            if not y.is_floating_point():
+                raise TypeError(f"y_{split} must be a float tensor of 0/1 labels (as x), got {y.dtype}")
+
 
 def make_imbalanced(n: int = 8000, positive_fraction: float = 0.05, class_sep: float = 0.6,
                     seed: int = 0) -> ImbalancedData:
@@ -574,6 +589,9 @@ def make_imbalanced(n: int = 8000, positive_fraction: float = 0.05, class_sep: f
     return ImbalancedData(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
 
 
+_LOSSES = ("ce", "soft_f1", "reinforce_f1")
+
+
 @dataclass
 class TrainConfig:
     """How to train the classifier (logistic regression by default; full batch, Adam)."""
@@ -591,6 +609,15 @@ class TrainConfig:
     seed: int = 0
     """initial weights and REINFORCE's samples."""
 
+    def __post_init__(self) -> None:
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        check_int("steps", self.steps)
+        check_positive("lr", self.lr)
+        check_int("num_samples", self.num_samples, minimum=2)
+        check_int("hidden", self.hidden, minimum=0)
+        check_int("seed", self.seed, minimum=0)
+
 
 @dataclass
 class TrainResult:
@@ -604,22 +631,13 @@ class TrainResult:
     """hard F1 (threshold 0.5) on the validation split before each step."""
 
 
-_LOSSES = ("ce", "soft_f1", "reinforce_f1")
-
-
 def train_classifier(data: ImbalancedData, config: TrainConfig) -> TrainResult:
     """Train a small network on ``data.x_train`` with the loss ``config.loss``; see :class:`TrainConfig`."""
     if not isinstance(data, ImbalancedData):
         raise TypeError(f"data must be an ImbalancedData, got {type(data).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if config.loss not in _LOSSES:
-        raise ValueError(f"config.loss must be one of {_LOSSES}, got {config.loss!r}")
-    check_int("config.steps", config.steps)
-    check_positive("config.lr", config.lr)
-    check_int("config.num_samples", config.num_samples, minimum=2)
-    check_int("config.hidden", config.hidden, minimum=0)
-    check_int("config.seed", config.seed, minimum=0)
+    config.__post_init__()  # fields may have been changed after construction
     torch.manual_seed(config.seed)
     d = data.x_train.shape[1]
     if config.hidden == 0:
