@@ -335,7 +335,6 @@ def _check_inputs(x: object, dim: int) -> torch.Tensor:
     return x
 
 
-@torch.no_grad()
 def autoregressive_sample(
     model: FVSBN | MADE, n: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -352,9 +351,10 @@ def autoregressive_sample(
         raise TypeError(f"model must be an FVSBN or a MADE, got {type(model).__name__}")
     n = check_int("n", n)
     x = torch.zeros(n, model.dim)
-    for pixel in model.ordering.tolist():
-        p = torch.sigmoid(model(x)[:, pixel])
-        x[:, pixel] = torch.bernoulli(p, generator=generator)
+    with torch.no_grad():
+        for pixel in model.ordering.tolist():
+            p = torch.sigmoid(model(x)[:, pixel])  # depends only on the pixels drawn so far
+            x[:, pixel] = torch.bernoulli(p, generator=generator)
     return x
 
 

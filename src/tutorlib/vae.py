@@ -275,7 +275,6 @@ def iwae_bound(
     return torch.cat(out)
 
 
-@torch.no_grad()
 def log_marginal_quadrature(
     vae: VAE, x: torch.Tensor, limit: float = 5.0, n_grid: int = 301
 ) -> torch.Tensor:
@@ -301,17 +300,17 @@ def log_marginal_quadrature(
     delta = 2 * limit / n_grid
     axis = -limit + delta * (torch.arange(n_grid) + 0.5)  # midpoints
     z = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)  # (G, 2)
-    logits = vae.decode(z)  # (G, D)
-    log_pz = -0.5 * (LOG_2PI * 2 + z.pow(2).sum(-1))  # (G,)
-    const = log_pz - torch.nn.functional.softplus(logits).sum(-1)  # (G,)
-    out = []
-    for start in range(0, len(x), 64):
-        log_joint = x[start : start + 64] @ logits.T + const  # (n, G)
-        out.append(torch.logsumexp(log_joint, dim=1) + 2 * math.log(delta))
+    with torch.no_grad():
+        logits = vae.decode(z)  # (G, D), once for all images
+        log_pz = -0.5 * (LOG_2PI * 2 + z.pow(2).sum(-1))  # (G,)
+        const = log_pz - torch.nn.functional.softplus(logits).sum(-1)  # (G,)
+        out = []
+        for start in range(0, len(x), 64):
+            log_joint = x[start : start + 64] @ logits.T + const  # (n, G): log p(x|z_g) + log p(z_g)
+            out.append(torch.logsumexp(log_joint, dim=1) + 2 * math.log(delta))
     return torch.cat(out)
 
 
-@torch.no_grad()
 def vae_sample(
     vae: VAE, n: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,5 +324,6 @@ def vae_sample(
     vae = _check_vae(vae)
     n = check_int("n", n)
     z = torch.randn((n, vae.latent_dim), generator=generator)
-    means = torch.sigmoid(vae.decode(z))
+    with torch.no_grad():
+        means = torch.sigmoid(vae.decode(z))  # (n, D)
     return means, torch.bernoulli(means, generator=generator)
