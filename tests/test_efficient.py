@@ -411,3 +411,54 @@ def test_training_scaled_fp16_tracks_fp32():
     assert scaled["final_loss"] < 2 * fp32["final_loss"]
     assert fp32["final_loss"] < 0.05 * fp32["loss"][0]  # it trains at all
     assert scaled["scale"][0] == 2.0**16
+
+
+def test_checkpoint_and_accumulation_refuse_bad_activations():
+    net = em.make_mlp(4, 8)
+    with pytest.raises(TypeError, match="x"):
+        ef.checkpoint_sequential(list(net), 2, torch.ones(2, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="x contains NaN"):
+        ef.checkpoint(net, torch.full((2, 8), math.nan))
+    with pytest.raises(ValueError, match="x"):
+        ef.checkpoint_sequential(list(net), 2, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="x"):
+        ef.checkpoint_sequential(list(net), 1, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="x of shape"):  # a segment that is not ours raises RuntimeError
+        ef.checkpoint_sequential([nn.Linear(8, 8), nn.Linear(8, 8)], 2, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="x of shape"):
+        ef.checkpoint_sequential([nn.Linear(8, 8)], 1, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="y contains NaN"):
+        ef.accumulated_gradients(nn.Linear(3, 1), nn.functional.mse_loss, torch.ones(2, 3),
+                                 torch.full((2, 1), math.nan), 1)
+    with pytest.raises(TypeError, match="loss"):
+        ef.DynamicLossScaler().scale(torch.ones((), dtype=torch.int64))
+
+
+@pytest.mark.parametrize(("field", "bad"), [("steps", -1), ("n", 2.5), ("lr", math.nan), ("init_scale", -1.0),
+                                            ("growth_interval", 0), ("seed", -1), ("width", "a")])
+def test_precision_config_checks_every_field(field, bad):
+    with pytest.raises((TypeError, ValueError), match=f"cfg.{field}"):
+        em.PrecisionConfig(**{field: bad})
+
+
+def test_model_inputs_are_checked():
+    block = em.ResidualBlock(8)
+    with pytest.raises(ValueError, match="x must have shape"):
+        block(torch.ones(2, 5))
+    with pytest.raises(TypeError, match="x"):
+        block(torch.ones(2, 8, dtype=torch.int64))
+    m = em.TinyTransformer(16, 8, 2, 1, max_len=4)
+    with pytest.raises(ValueError, match="tokens must lie"):
+        m(torch.full((1, 3), 16, dtype=torch.int64))
+    cfg = em.PrecisionConfig(n=8)
+    x, y = em.make_regression(cfg)
+    net = em.make_regressor(cfg)
+    with pytest.raises(ValueError, match="y must have shape"):
+        em.precision_gradients(net, x, y[:, 0], "fp32")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        em.precision_gradients(net, x * math.nan, y, "fp32")
+    with pytest.raises(ValueError, match="x and y"):
+        em.precision_gradients(net, x, y[:4], "fp32")
+    with pytest.raises(TypeError, match="q must be floating"):
+        ones = torch.ones(1, 1, 2, 2)
+        em.naive_attention(ones.long(), ones, ones)

@@ -217,7 +217,7 @@ def underflow_fraction(values: torch.Tensor, fmt: FloatFormat | str = "fp16", sc
     """Fraction of the nonzero entries of ``scale * values`` that round to zero in ``fmt``.
 
     An entry flushes to zero when :math:`|s\\,v| \\le \\tfrac12` smallest subnormal (the tie at
-    exactly one half rounds to the even neighbour, 0).
+    exactly one half rounds to the even neighbour, 0). NaN entries count as not flushed.
     """
     if not isinstance(values, torch.Tensor) or not values.is_floating_point():
         raise TypeError(f"values must be a floating-point tensor, got {type(values).__name__}")
@@ -282,8 +282,10 @@ class DynamicLossScaler:
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """Return :math:`S \\cdot \\text{loss}` (call ``backward`` on it)."""
-        if not isinstance(loss, torch.Tensor):
-            raise TypeError(f"loss must be a tensor, got {type(loss).__name__}")
+        if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
+            what = loss.dtype if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise TypeError(f"loss must be a floating-point tensor, got {what}")
+        # a NaN or inf loss passes on: the scaler detects it in the gradients and skips the step
         return loss * self.scale_value
 
     def unscale_(self, optimizer: torch.optim.Optimizer) -> bool:
@@ -425,6 +427,16 @@ class SavedTensorTracker:
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_activation(name: str, x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (an activation), got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
 class _Checkpoint(torch.autograd.Function):
     """Run ``fn`` without saving anything inside; rerun it with grad in backward."""
 
@@ -433,7 +445,11 @@ class _Checkpoint(torch.autograd.Function):
         ctx.fn, ctx.param_list = fn, params
         ctx.save_for_backward(x)  # the only tensor kept: the segment's input
         with torch.no_grad():
-            return fn(x)
+            try:
+                return fn(x)
+            except RuntimeError as err:  # a shape or dtype the segment does not take
+                shape = tuple(x.shape)
+                raise ValueError(f"the segment failed on x of shape {shape}, {x.dtype}: {err}") from err
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -465,8 +481,7 @@ def checkpoint(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    _check_activation("x", x)
     params = list(params)
     for p in params:
         if not isinstance(p, torch.Tensor):
@@ -491,16 +506,18 @@ def checkpoint_sequential(layers: Sequence[nn.Module], segments: int, x: torch.T
     check_int("segments", segments)
     if segments > len(layers):
         raise ValueError(f"segments must be <= the number of layers {len(layers)}, got {segments}")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    _check_activation("x", x)
     size = len(layers) // segments  # as torch's: k - 1 chunks of floor(n/k), the rest last
     chunks = [layers[i * size:(i + 1) * size] for i in range(segments - 1)]
     chunks.append(layers[(segments - 1) * size:])
     for chunk in chunks[:-1]:
         seq = nn.Sequential(*chunk)
         x = checkpoint(seq, x, [p for p in seq.parameters() if p.requires_grad])
-    for layer in chunks[-1]:
-        x = layer(x)
+    try:
+        for layer in chunks[-1]:
+            x = layer(x)
+    except RuntimeError as err:
+        raise ValueError(f"the last segment failed on x of shape {tuple(x.shape)}: {err}") from err
     return x
 
 
@@ -535,7 +552,10 @@ def accumulated_gradients(
             f"x and y must share a non-empty first dimension, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     check_int("micro_batch", micro_batch)
-    params = [p for p in model.parameters()]
+    for name, t in (("x", x), ("y", y)):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+    params = list(model.parameters())
     total = [torch.zeros_like(p) for p in params]
     n = x.shape[0]
     for start in range(0, n, micro_batch):

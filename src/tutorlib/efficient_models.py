@@ -64,6 +64,12 @@ class ResidualBlock(nn.Module):
             self.fc2.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., width)`` → ``(..., width)``."""
+        width = self.fc1.in_features
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim < 2 or x.shape[-1] != width:
+            raise ValueError(f"x must have shape (B, {width}), got {tuple(x.shape)}")
         return x + self.fc2(torch.tanh(self.fc1(x)))
 
 
@@ -124,6 +130,9 @@ class TinyTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.int64 or tokens.ndim != 2:
             raise TypeError("tokens must be an int64 tensor of shape (B, N)")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.tok.num_embeddings):
+            raise ValueError(f"tokens must lie in [0, {self.tok.num_embeddings}), got "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
         if tokens.shape[1] > self.pos.num_embeddings:
             raise ValueError(f"tokens has length {tokens.shape[1]} > max_len {self.pos.num_embeddings}")
         x = self.tok(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
@@ -180,11 +189,18 @@ class PrecisionConfig:
     n: int = 1024  #: training points, one full batch per step
     width: int = 64  #: hidden width of the 3-hidden-layer tanh MLP
     steps: int = 800  #: Adam steps
-    lr: float = 3e-3  #: Adam learning rate
+    lr: float = 3e-3  #: Adam's initial learning rate, decayed to 0 on a cosine
     target_scale: float = 0.01  #: the target is this small, so the gradients are small
     init_scale: float = 2.0**16  #: loss scaler: initial scale (GradScaler's default)
     growth_interval: int = 200  #: loss scaler: clean steps before doubling (GradScaler: 2000)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n", "width", "steps", "growth_interval"):
+            check_int(f"cfg.{name}", getattr(self, name))
+        check_int("cfg.seed", self.seed, minimum=0)
+        for name in ("lr", "target_scale", "init_scale"):
+            check_positive(f"cfg.{name}", getattr(self, name))
 
 
 def make_regression(cfg: PrecisionConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,16 +211,15 @@ def make_regression(cfg: PrecisionConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if not isinstance(cfg, PrecisionConfig):
         raise TypeError(f"cfg must be a PrecisionConfig, got {type(cfg).__name__}")
-    check_int("cfg.n", cfg.n)
-    check_positive("cfg.target_scale", cfg.target_scale)
-    g = torch.Generator().manual_seed(check_int("cfg.seed", cfg.seed, minimum=0))
+    g = torch.Generator().manual_seed(cfg.seed)
     x = torch.rand(cfg.n, 1, generator=g) * 4 - 2
     return x, cfg.target_scale * (0.5 * torch.sin(3 * x) + 0.1 * x**2)
 
 
 def make_regressor(cfg: PrecisionConfig) -> nn.Sequential:
     """The 1 → width → width → width → 1 tanh MLP, initialised from ``cfg.seed``."""
-    check_int("cfg.width", cfg.width)
+    if not isinstance(cfg, PrecisionConfig):
+        raise TypeError(f"cfg must be a PrecisionConfig, got {type(cfg).__name__}")
     torch.manual_seed(cfg.seed)
     w = cfg.width
     return nn.Sequential(nn.Linear(1, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(),
@@ -232,6 +247,17 @@ def precision_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prec
     """
     _check_precision(precision)
     check_positive("scale", scale)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor")
+        if t.ndim != 2 or t.shape[1] != 1 or t.shape[0] == 0:
+            raise ValueError(f"{name} must have shape (N, 1), got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     with _autocast(precision):
         out = model(x)
     loss = ((out.float() - y) ** 2).mean()
@@ -251,12 +277,14 @@ def train_precision(precision: str, cfg: PrecisionConfig | None = None) -> dict[
         (per step: share of parameter-gradient entries exactly 0), "scale" (per step), "skipped"}``.
     """
     _check_precision(precision)
-    cfg = cfg or PrecisionConfig()
-    check_int("cfg.steps", cfg.steps)
-    check_positive("cfg.lr", cfg.lr)
+    cfg = PrecisionConfig() if cfg is None else cfg
+    if not isinstance(cfg, PrecisionConfig):
+        raise TypeError(f"cfg must be a PrecisionConfig, got {type(cfg).__name__}")
     x, y = make_regression(cfg)
     model = make_regressor(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # cosine decay to 0: the run ends smoothly, so final losses compare precisions, not luck
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     scaler = None
     if precision == "fp16+scaling":
         scaler = DynamicLossScaler(cfg.init_scale, growth_interval=cfg.growth_interval)
@@ -280,6 +308,7 @@ def train_precision(precision: str, cfg: PrecisionConfig | None = None) -> dict[
             scales.append(scaler.get_scale())
             scaler.step(opt)
             scaler.update()
+        schedule.step()
         losses.append(loss.item())
     with torch.no_grad():
         final = float(((model(x) - y) ** 2).mean())
@@ -302,6 +331,10 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
             raise ValueError(f"{name} must be a 4-D tensor (B, H, N, d)")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf")
     if q.shape != k.shape or q.shape != v.shape:
         shapes = [tuple(t.shape) for t in (q, k, v)]
         raise ValueError(f"q, k, v must have one shape, got {shapes}")
