@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup vendor browser book test test-unit test-site lint clean
+.PHONY: setup vendor browser book test test-unit test-site test-notebooks lint clean
 
 # JavaScript the site serves itself (no CDN): the widget manager (with its fonts), MathJax and
 # require.js, taken from their npm packages at the versions and checksums in site/vendor.sha256
@@ -50,13 +50,31 @@ book: setup vendor
 
 # Unit tests and every chapter (nbval; leaves the executed chapters in the build's cache),
 # then the book (renders from that cache), then the browser tests of the built site.
+#
+# Two streams for the two cores: while nbval executes the chapters, the exported notebooks (the
+# site's Colab/download files, written by the same export code) run in a Colab-like and a bare
+# environment in the background (tests/site/test_export.py; log in _build/notebook-tests.log).
+NOTEBOOKS := _build/notebooks
+
 test: setup lint browser
-	$(BIN)/python -m pytest --ignore=tests/site
+	rm -rf $(NOTEBOOKS) && $(BIN)/python site/_ext/course_site.py $(NOTEBOOKS) \
+	  $$($(BIN)/python -c 'import sys; sys.path.insert(0, "tests"); import bookcache; print(*bookcache.chapters())') >/dev/null
+	@echo "Exported notebooks: running them in Colab-like and bare environments in the background"
+	( COURSE_NOTEBOOKS=$(NOTEBOOKS) $(BIN)/python -m pytest tests/site/test_export.py -o addopts="" -ra \
+	    -p no:cacheprovider --basetemp=_build/notebook-tests-tmp > _build/notebook-tests.log 2>&1; \
+	  echo $$? > _build/notebook-tests.rc ) & \
+	$(BIN)/python -m pytest --ignore=tests/site; status=$$?; \
+	wait; echo "--- exported notebooks (_build/notebook-tests.log) ---"; cat _build/notebook-tests.log; \
+	test $$status = 0 && test "$$(cat _build/notebook-tests.rc)" = 0
 	$(MAKE) book
-	$(BIN)/python -m pytest tests/site
+	$(BIN)/python -m pytest tests/site --ignore=tests/site/test_export.py
+
+# The exported notebooks alone (after `make book`): Colab-like and bare environments.
+test-notebooks: setup book
+	$(BIN)/python -m pytest tests/site/test_export.py -o addopts="" -ra
 
 test-site: setup browser
-	$(BIN)/python -m pytest tests/site
+	$(BIN)/python -m pytest tests/site --ignore=tests/site/test_export.py
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser is downloaded).
 browser:

@@ -83,7 +83,7 @@ else:
 missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
 source = tutorlib_source()
 if source in (wanted, "editable") and not missing:
-    print(f"tutorlib is installed ({source[:12]}); nothing to do.")
+    print(f"tutorlib is installed ({source if ':' in source else source[:12]}); nothing to do.")
 elif not REPOSITORY and not local:
     if source is None or missing:
         raise RuntimeError(
@@ -286,21 +286,28 @@ def format_references(bibfile: Path, keys: list[str]) -> str:
 
 
 def export_notebook(app: Sphinx, docname: str, outdir: Path) -> Path:
+    """Write ``notebooks/<chapter>.ipynb`` under ``outdir`` for one chapter of the Sphinx build."""
+    source = Path(app.env.doc2path(docname))
+    return write_notebook(source, outdir / notebook_path(docname), repository(app), revision(app))
+
+
+def write_notebook(source: Path, target: Path, repository: str, revision: str) -> Path:
+    """Export the MyST chapter ``source`` as a plain notebook: Jupyter/Colab markdown, numbered
+    references, and the install cell (:func:`install_cell`) first."""
     import jupytext
 
-    source = Path(app.env.doc2path(docname))
     nb = jupytext.read(source, fmt="md:myst")
     cited: list[str] = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = to_jupyter_markdown(cell.source, cited)
             if "{footbibliography}" in cell.source:
-                refs = format_references(Path(app.srcdir) / "references.bib", cited)
+                refs = format_references(source.parent.parent / "references.bib", cited)
                 # a function, not a string: a reference may contain backslashes (LaTeX accents)
                 cell.source = re.sub(r"```\{footbibliography\}\n```", lambda _, r=refs: r, cell.source)
         cell.metadata.pop("lines_to_next_cell", None)
     meta = course_metadata(source)
-    install = install_cell(repository(app), revision(app), meta.get("extras", []))
+    install = install_cell(repository, revision, meta.get("extras", []))
     nb.cells.insert(0, nbformat.v4.new_code_cell(
         install, metadata={"tags": ["course-setup"], "cellView": "form"}))
     nb.metadata.pop("jupytext", None)
@@ -309,7 +316,6 @@ def export_notebook(app: Sphinx, docname: str, outdir: Path) -> Path:
     if meta.get("colab_gpu"):  # Colab opens the notebook on a GPU runtime
         nb.metadata["accelerator"] = "GPU"
         nb.metadata["colab"]["gpuType"] = "T4"
-    target = outdir / notebook_path(docname)
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nbformat.from_dict(nb), target)
     return target
@@ -421,3 +427,14 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", export_notebooks)
     app.connect("html-page-context", drop_thebe, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":
+    # ``python site/_ext/course_site.py OUTDIR book/a.md ...``: export chapters without Sphinx,
+    # exactly as the build does (the tests run them while the book is being executed).
+    import sys
+
+    out = Path(sys.argv[1])
+    for arg in sys.argv[2:]:
+        path = Path(arg)
+        print(write_notebook(path, out / f"{path.stem}.ipynb", repository(), revision()))

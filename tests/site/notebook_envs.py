@@ -72,16 +72,22 @@ def _make(name: str, recipe: list[list[str]], files: dict[str, str]) -> Path:
     """A venv under ``_build/envs/<name>`` built by the pip commands in ``recipe``; reused if built."""
     where = ENVS / name
     python = where / "bin" / "python"
-    stamp = where / ".recipe"
+    stamp, baseline = where / ".recipe", where / ".baseline.json"
     key = hashlib.sha256(json.dumps([recipe, files], sort_keys=True).encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == key and python.exists():
-        return python
+    if stamp.exists() and stamp.read_text() == key and python.exists() and baseline.exists():
+        # Reused: back to the state it was built in (an earlier run's first cells installed
+        # tutorlib and its dependencies), or rebuilt if something it was built with changed.
+        expected, now = json.loads(baseline.read_text()), installed(python)
+        if all(now.get(n) == v for n, v in expected.items()):
+            uninstall(python, *(n for n in now if n not in expected))
+            return python
     subprocess.run(["rm", "-rf", str(where)], check=True)
     subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
     for filename, text in files.items():
         (where / filename).write_text(text)
     for args in recipe:
         _pip(python, *[a.replace("{env}", str(where)) for a in args])
+    baseline.write_text(json.dumps(installed(python)))
     stamp.write_text(key)
     return python
 

@@ -132,3 +132,17 @@ def test_no_page_scrolls_sideways_on_a_phone(open_page, path):
     page, _ = open_page(path, width=390, height=844)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"{path} is {overflow}px wider than a 390px phone screen"
+
+
+@pytest.mark.parametrize("path", CHAPTERS)
+def test_the_site_serves_the_notebooks_the_notebook_tests_ran(path):
+    """make test runs the exported notebooks from _build/notebooks before the book is built."""
+    import json
+
+    name = path.rsplit("/", 1)[-1].replace(".html", ".ipynb")
+    tested = ROOT / "_build" / "notebooks" / name
+    if not tested.exists():
+        pytest.skip("the notebook tests ran on the site's own notebooks")
+    served = ROOT / "_build" / "html" / "notebooks" / name
+    cells = [[c["source"] for c in json.loads(p.read_text())["cells"]] for p in (tested, served)]
+    assert cells[0] == cells[1]
