@@ -462,3 +462,17 @@ def test_model_inputs_are_checked():
     with pytest.raises(TypeError, match="q must be floating"):
         ones = torch.ones(1, 1, 2, 2)
         em.naive_attention(ones.long(), ones, ones)
+
+
+def test_float8_e5m2_from_its_bits():
+    e5m2 = ef.FloatFormat("e5m2", 5, 2)
+    lim, fi = ef.format_limits(e5m2), torch.finfo(torch.float8_e5m2)
+    assert (lim["max"], lim["smallest_normal"], lim["eps"]) == (fi.max, fi.smallest_normal, fi.eps)
+    x = torch.exp(torch.randn(5000, generator=torch.Generator().manual_seed(5)) * 4).float()
+    assert torch.equal(ef.round_to_format(x, e5m2), x.to(torch.float8_e5m2).double())
+
+
+def test_accumulation_names_x_when_the_model_refuses_it():
+    with pytest.raises(ValueError, match="x of shape"):
+        ef.accumulated_gradients(nn.Linear(3, 1), nn.functional.mse_loss, torch.ones(2, 4),
+                                 torch.ones(2, 1), 1)

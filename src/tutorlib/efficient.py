@@ -560,7 +560,11 @@ def accumulated_gradients(
     n = x.shape[0]
     for start in range(0, n, micro_batch):
         xb, yb = x[start:start + micro_batch], y[start:start + micro_batch]
-        loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
+        try:
+            loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
+        except RuntimeError as err:  # a shape or dtype the model or loss does not take
+            raise ValueError(f"model/loss_fn failed on x of shape {tuple(xb.shape)} and y of shape "
+                             f"{tuple(yb.shape)}: {err}") from err
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for acc, g in zip(total, grads, strict=True):
             if g is not None:
