@@ -66,6 +66,18 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("rl.reinforce_loss", "baseline", "tensor one axis fewer"): "a scalar baseline is allowed",
     ("detection.precision_recall", "tp", "tensor extra axis"): "tp is (..., D)",
     ("detection.precision_recall", "tp", "tensor one axis fewer"): "tp is (..., D)",
+    ("diffusion.TimeMLP.forward", "t", "*"): "t: (B,), a scalar, or integer steps",
+    ("diffusion.DigitsDenoiser.forward", "t", "*"): "t: (B,), a scalar, or integer steps",
+    ("diffusion.time_embedding", "t", "tensor nan"): "inside every forward pass: no NaN scan",
+    ("diffusion.scale_t", "t", "int 2.5"): "a fractional step is a valid noise level",
+    ("diffusion.digits_to_model", "x", "*"): "element-wise on any shape and real dtype",
+    ("diffusion.model_to_digits", "x", "*"): "element-wise; NaN from a diverged sampler stays NaN",
+    ("diffusion.ddim_sample", "x_T", "tensor extra axis"): "x is (B, ...), any shape the model takes",
+    ("diffusion.ddim_invert", "x0", "tensor extra axis"): "x is (B, ...), any shape the model takes",
+    ("diffusion.ddpm_sample", "x_T", "tensor extra axis"): "the model's own error",
+    ("diffusion.ddim_sweep", "x_T", "tensor extra axis"): "the model's own error",
+    ("diffusion.train_denoiser", "data", "tensor extra axis"): "the model's own error",
+    ("diffusion.epsilon_loss", "x0", "tensor extra axis"): "x is (B, ...), any shape the model takes",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult"}

@@ -8,7 +8,7 @@ same shape as :math:`x`. What that vector *means* (the noise :math:`\epsilon`, t
 :math:`x_0`, a velocity) is decided by the loss that trains it, not by the network, as in
 diffusers where schedulers and models are separate objects.
 
-Conventions (as in diffusers; see ``helper_notes/diffusion_api.md`` for the committed API):
+Conventions (as in diffusers):
 
 - steps are 0-indexed, :math:`t \in \{0, \dots, T-1\}`; ``betas[t]`` is Ho et al.'s
   :math:`\beta_{t+1}`;
@@ -37,7 +37,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tutorlib.validation import check_int
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "DiffusionConfig",
@@ -93,11 +103,12 @@ def time_embedding(t: torch.Tensor, dim: int, max_frequency: float = 1000.0) -> 
     """
     if not isinstance(t, torch.Tensor) or t.ndim != 1:
         raise ValueError(f"t must be a 1-D tensor of noise levels (B,), got {getattr(t, 'shape', type(t))}")
+    if not t.is_floating_point():
+        raise TypeError(f"t must be a floating-point tensor, got {t.dtype}")
     check_int("dim", dim, minimum=2)
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
-    if not max_frequency >= 1.0:
-        raise ValueError(f"max_frequency must be >= 1, got {max_frequency}")
+    check_real("max_frequency", max_frequency, 1.0)
     k = dim // 2
     exponents = torch.arange(k, dtype=t.dtype, device=t.device) / max(k - 1, 1)
     omega = torch.exp(exponents * math.log(max_frequency))  # (K,)
@@ -124,6 +135,7 @@ class TimeMLP(nn.Module):
         check_int("embed_dim", embed_dim, minimum=2)
         if embed_dim % 2:
             raise ValueError(f"embed_dim must be even, got {embed_dim}")
+        check_real("max_frequency", max_frequency, 1.0)
         self.dim, self.embed_dim, self.max_frequency = dim, embed_dim, float(max_frequency)
         layers: list[nn.Module] = []
         width = dim + embed_dim
@@ -136,6 +148,8 @@ class TimeMLP(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(getattr(x, 'shape', ()))}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         if not isinstance(t, torch.Tensor):
             t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
         if t.ndim == 0:
@@ -161,6 +175,8 @@ def linear_beta_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.0
         ``(T,)`` float64.
     """
     check_int("T", T, minimum=2)
+    check_real("beta_start", beta_start, 0.0, 1.0, low_open=True, high_open=True)
+    check_real("beta_end", beta_end, 0.0, 1.0, low_open=True, high_open=True)
     if not 0.0 < beta_start <= beta_end < 1.0:
         raise ValueError(
             f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
@@ -183,10 +199,8 @@ def cosine_beta_schedule(T: int, s: float = 0.008, max_beta: float = 0.999) -> t
         ``(T,)`` float64.
     """
     check_int("T", T, minimum=2)
-    if not s >= 0.0:
-        raise ValueError(f"s must be >= 0, got {s}")
-    if not 0.0 < max_beta < 1.0:
-        raise ValueError(f"max_beta must be in (0, 1), got {max_beta}")
+    check_nonnegative("s", s)
+    check_real("max_beta", max_beta, 0.0, 1.0, low_open=True, high_open=True)
     u = torch.arange(T + 1, dtype=torch.float64) / T  # (T + 1,) from 0 to 1
     f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
@@ -197,6 +211,7 @@ def _check_betas(betas: object) -> torch.Tensor:
         raise TypeError(f"betas must be a floating-point torch.Tensor, got {type(betas).__name__}")
     if betas.ndim != 1 or len(betas) < 2:
         raise ValueError(f"betas must have shape (T,) with T >= 2, got {tuple(betas.shape)}")
+    check_finite("betas", betas)
     if not ((betas > 0) & (betas < 1)).all():
         raise ValueError(
             f"betas must lie in (0, 1), got min {betas.min().item():.3g}, max {betas.max().item():.3g}"
@@ -248,9 +263,19 @@ def posterior_variance(betas: torch.Tensor) -> torch.Tensor:
 
 
 def scale_t(t: torch.Tensor | int | float, T: int) -> torch.Tensor:
-    r"""What the network sees of the step: :math:`t / T \in [0, 1)`, as a float32 tensor."""
+    r"""What the network sees of the step: :math:`t / T \in [0, 1)`, as a float32 tensor.
+
+    ``t`` is a step or a tensor of steps in :math:`[0, T)`; a step outside is refused (it would
+    extrapolate the network's input beyond what it was trained on).
+    """
     check_int("T", T, minimum=2)
-    return torch.as_tensor(t, dtype=torch.float32) / T
+    if isinstance(t, bool) or not isinstance(t, int | float | list | tuple | torch.Tensor):
+        raise TypeError(f"t must be a step (int) or a tensor of steps in [0, {T}), got {type(t).__name__}")
+    values = torch.as_tensor(t, dtype=torch.float32)
+    if values.numel() and not (bool(torch.isfinite(values).all()) and values.min() >= 0 and values.max() < T):
+        raise ValueError(f"t must hold steps in [0, T={T}), got values in "
+                         f"[{values.min().item():g}, {values.max().item():g}]")
+    return values / T
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,15 +323,25 @@ def q_sample(
     alpha_bar = _check_alpha_bar(alpha_bar)
     _check_same_shape(x0=x0, noise=noise)
     t = _as_steps(t, x0.shape[0], len(alpha_bar))
+    return _q_sample(x0, t, noise, alpha_bar)
+
+
+def _q_sample(
+    x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
+) -> torch.Tensor:
     ab = _per_sample(alpha_bar[t], x0)  # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def _check_same_shape(**tensors: object) -> None:
+    """Float tensors of one shape (no broadcasting), all finite."""
     names = list(tensors)
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+        check_finite(name, value)
     first = tensors[names[0]]
     for name in names[1:]:
         if tensors[name].shape != first.shape:
@@ -316,8 +351,16 @@ def _check_same_shape(**tensors: object) -> None:
             )
 
 
-def _check_alpha_value(name: str, value: float | torch.Tensor, *, allow_one: bool) -> None:
-    v = torch.as_tensor(value)
+def _check_alpha_value(
+    name: str, value: float | torch.Tensor, *, allow_one: bool, batch: int | None = None
+) -> None:
+    if not isinstance(value, torch.Tensor):
+        check_real(name, value, 0.0, 1.0, low_open=True, high_open=not allow_one)
+        return
+    if value.ndim > 1 or (value.ndim == 1 and batch is not None and value.shape != (batch,)):
+        raise ValueError(f"{name} must be a number, a scalar tensor or a tensor ({batch},) with one "
+                         f"value per sample, got shape {tuple(value.shape)}")
+    v = value
     high_ok = (v <= 1).all() if allow_one else (v < 1).all()
     if not ((v > 0).all() and high_ok):
         interval = "(0, 1]" if allow_one else "(0, 1)"
@@ -339,7 +382,11 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.
     ``alpha_bar_t`` is a float or a tensor ``(B,)``; ``x_t`` and ``eps`` share their shape.
     """
     _check_same_shape(x_t=x_t, eps=eps)
-    _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=True)
+    _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=True, batch=x_t.shape[0])
+    return _predict_x0(x_t, eps, alpha_bar_t)
+
+
+def _predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
     ab = _broadcast(alpha_bar_t, x_t)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
@@ -350,7 +397,7 @@ def predict_eps(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t: float | torch.
     .. math::  \epsilon = (x_t - \sqrt{\bar\alpha_t}\, x_0) / \sqrt{1 - \bar\alpha_t}
     """
     _check_same_shape(x_t=x_t, x0=x0)
-    _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=False)
+    _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=False, batch=x_t.shape[0])
     ab = _broadcast(alpha_bar_t, x_t)
     return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
 
@@ -379,10 +426,13 @@ def epsilon_loss(
     alpha_bar = _check_alpha_bar(alpha_bar)
     if not isinstance(x0, torch.Tensor) or x0.ndim < 2:
         raise ValueError(f"x0 must be a batch (B, ...) with at least 2 dims, got {getattr(x0, 'shape', x0)}")
+    _check_x(x0, "x0")
+    _check_model(model)
+    _check_generator(generator)
     T = len(alpha_bar)
     t = torch.randint(0, T, (x0.shape[0],), generator=generator, device=x0.device)  # (B,)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    x_t = q_sample(x0, t, noise, alpha_bar.to(x0.device))
+    x_t = _q_sample(x0, t, noise, alpha_bar.to(x0.device))
     eps_hat = model(x_t, scale_t(t, T).to(x0))
     if eps_hat.shape != x0.shape:
         raise ValueError(
@@ -395,11 +445,8 @@ def epsilon_loss(
 # Samplers: a step takes the network's output; the loops call the network.
 # --------------------------------------------------------------------------------------------
 def _check_eta(eta: float) -> float:
-    if isinstance(eta, bool) or not isinstance(eta, int | float):
-        raise TypeError(f"eta must be a float >= 0, got {type(eta).__name__}")
-    if not eta >= 0:  # also rejects nan
-        raise ValueError(f"eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta}")
-    return float(eta)
+    """:math:`\\eta \\ge 0` (0: deterministic DDIM, 1: DDPM-like)."""
+    return check_nonnegative("eta", eta)
 
 
 def ddim_sigma(alpha_bar_t: float, alpha_bar_prev: float, eta: float) -> float:
@@ -454,11 +501,18 @@ def ddim_step(
         clip_x0: ``None`` or :math:`c > 0`.
     """
     _check_same_shape(x_t=x_t, eps=eps)
-    sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
-    x0 = predict_x0(x_t, eps, alpha_bar_t)
+    if noise is not None:
+        _check_same_shape(x_t=x_t, noise=noise)
     if clip_x0 is not None:
-        if not clip_x0 > 0:
-            raise ValueError(f"clip_x0 must be None or > 0, got {clip_x0}")
+        check_positive("clip_x0", clip_x0)
+    return _ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0)
+
+
+def _ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0):
+    """:func:`ddim_step` without the tensor checks (the sampling loops check once, up front)."""
+    sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
+    x0 = _predict_x0(x_t, eps, alpha_bar_t)
+    if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         eps = (x_t - math.sqrt(alpha_bar_t) * x0) / math.sqrt(1 - alpha_bar_t)
     direction = math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0)) * eps
@@ -466,7 +520,6 @@ def ddim_step(
     if sigma > 0:
         if noise is None:
             raise ValueError(f"noise is required when sigma > 0 (eta={eta}, sigma={sigma:.3g})")
-        _check_same_shape(x_t=x_t, noise=noise)
         x_prev = x_prev + sigma * noise
     return x_prev
 
@@ -491,14 +544,21 @@ def ddpm_step(
     ``alpha_bar_prev = 1`` at :math:`t = 0`, where :math:`\tilde\beta_0 = 0` and no noise is added.
     """
     _check_same_shape(x_t=x_t, eps=eps)
-    if not 0 < beta_t < 1:
-        raise ValueError(f"beta_t must lie in (0, 1), got {beta_t}")
-    x0 = predict_x0(x_t, eps, alpha_bar_t)
-    if clip_x0 is not None:
-        if not clip_x0 > 0:
-            raise ValueError(f"clip_x0 must be None or > 0, got {clip_x0}")
-        x0 = x0.clamp(-clip_x0, clip_x0)
+    if noise is not None:
+        _check_same_shape(x_t=x_t, noise=noise)
+    beta_t = check_real("beta_t", beta_t, 0.0, 1.0, low_open=True, high_open=True)
+    _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=False)
     _check_alpha_value("alpha_bar_prev", alpha_bar_prev, allow_one=True)
+    if clip_x0 is not None:
+        check_positive("clip_x0", clip_x0)
+    return _ddpm_step(x_t, eps, beta_t, alpha_bar_t, alpha_bar_prev, noise, clip_x0)
+
+
+def _ddpm_step(x_t, eps, beta_t, alpha_bar_t, alpha_bar_prev, noise, clip_x0):
+    """:func:`ddpm_step` without the checks (the sampling loop checks once, up front)."""
+    x0 = _predict_x0(x_t, eps, alpha_bar_t)
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
     coef_x0 = math.sqrt(alpha_bar_prev) * beta_t / (1 - alpha_bar_t)
     coef_xt = math.sqrt(1 - beta_t) * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
     variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
@@ -506,7 +566,6 @@ def ddpm_step(
     if variance > 0:
         if noise is None:
             raise ValueError("noise is required for t > 0 (the posterior variance is positive)")
-        _check_same_shape(x_t=x_t, noise=noise)
         x_prev = x_prev + math.sqrt(variance) * noise
     return x_prev
 
@@ -552,7 +611,12 @@ def _check_x(x: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(x).__name__}")
     if x.ndim < 2:
         raise ValueError(f"{name} must be a batch (B, ...) with at least 2 dims, got {tuple(x.shape)}")
-    return x
+    return check_finite(name, x)
+
+
+def _check_model(model: object) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x_t, t / T), got {type(model).__name__}")
 
 
 def _eps(model: EpsModel, x: torch.Tensor, t: int, T: int) -> torch.Tensor:
@@ -588,6 +652,10 @@ def ddpm_sample(
     """
     alpha_bar = alpha_bars(betas).tolist()
     x = _check_x(x_T, "x_T")
+    _check_model(model)
+    _check_generator(generator)
+    if clip_x0 is not None:
+        check_positive("clip_x0", clip_x0)
     T = len(alpha_bar)
     trajectory = [x]
     for t in range(T - 1, -1, -1):
@@ -597,7 +665,7 @@ def ddpm_sample(
         noise = None
         if t > 0:
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = ddpm_step(x, eps, float(betas[t]), alpha_bar[t], prev, noise=noise, clip_x0=clip_x0)
+        x = _ddpm_step(x, eps, float(betas[t]), alpha_bar[t], prev, noise, clip_x0)
         if return_trajectory:
             trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
@@ -640,6 +708,10 @@ def ddim_sample(
     alpha_bar = _check_alpha_bar(alpha_bar)
     eta = _check_eta(eta)
     x = _check_x(x_T, "x_T")
+    _check_model(model)
+    _check_generator(generator)
+    if clip_x0 is not None:
+        check_positive("clip_x0", clip_x0)
     T = len(alpha_bar)
     tau = _resolve_steps(steps, T).tolist()
     ab = alpha_bar.tolist()
@@ -652,7 +724,7 @@ def ddim_sample(
         noise = None
         if ddim_sigma(ab[t], prev, eta) > 0:
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = ddim_step(x, eps, ab[t], prev, eta=eta, noise=noise, clip_x0=clip_x0)
+        x = _ddim_step(x, eps, ab[t], prev, eta, noise, clip_x0)
         if return_trajectory:
             trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
@@ -684,6 +756,7 @@ def ddim_invert(
     """
     alpha_bar = _check_alpha_bar(alpha_bar)
     x = _check_x(x0, "x0")
+    _check_model(model)
     T = len(alpha_bar)
     tau = _resolve_steps(steps, T).tolist()
     ab = alpha_bar.tolist()
@@ -725,6 +798,9 @@ def ddim_sweep(
     from tqdm.auto import tqdm
 
     alpha_bar = _check_alpha_bar(alpha_bar)
+    _check_x(x_T, "x_T")
+    _check_model(model)
+    check_int("seed", seed, minimum=0)
     steps = [check_int("steps", S) for S in steps]
     etas = [_check_eta(eta) for eta in etas]
     if not steps or not etas:
@@ -762,8 +838,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     _check_same_shape(a=a, b=b)
     if a.ndim != 2:
         raise ValueError(f"a and b must have shape (B, D), got {tuple(a.shape)}")
-    if not 0.0 <= w <= 1.0:
-        raise ValueError(f"w must lie in [0, 1], got {w}")
+    check_probability("w", w)
     cos = (a * b).sum(1, keepdim=True) / (a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True))  # (B, 1)
     theta = torch.arccos(cos.clamp(-1.0, 1.0))
     if (torch.sin(theta) < 1e-6).any():
@@ -776,11 +851,18 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def digits_to_model(x: torch.Tensor) -> torch.Tensor:
     """scikit-learn digit pixels :math:`[0, 16]` -> the model's scale :math:`[-1, 1]` (``x / 8 - 1``)."""
+    _check_pixels("x", x)
     return x / 8 - 1
+
+
+def _check_pixels(name: str, x: object, finite: bool = True) -> None:
+    """Digit pixels (any shape), real (and finite)."""
+    check_tensor(name, x, dtype="real", finite=finite)
 
 
 def model_to_digits(x: torch.Tensor) -> torch.Tensor:
     """The model's scale back to pixels, clamped to :math:`[0, 16]`: ``clamp((x + 1) * 8, 0, 16)``."""
+    _check_pixels("x", x, finite=False)  # a diverged sampler's NaN stays visible as NaN
     return ((x + 1) * 8).clamp(0, 16)
 
 
@@ -837,6 +919,8 @@ class DigitsDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != 64:
             raise ValueError(f"x must have shape (B, 64), got {tuple(getattr(x, 'shape', ()))}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         B = x.shape[0]
         if not isinstance(t, torch.Tensor):
             t = torch.full((B,), float(t), dtype=x.dtype, device=x.device)
@@ -869,9 +953,34 @@ class DiffusionConfig:
     grad_clip: float = 1.0  #: clip the gradient norm to this (diffusion losses are noisy)
     seed: int = 0  #: seeds the batches, the steps t and the noise
 
+    def __post_init__(self) -> None:
+        # a negative grad_clip would flip the gradient (clip_grad_norm_ scales by max_norm / norm)
+        check_fields(self, {
+            "T": (check_int, 2), "schedule": (check_choice, ("linear", "cosine")), "steps": check_int,
+            "batch_size": check_int, "lr": check_positive, "lr_final": check_probability,
+            "ema": _check_ema, "grad_clip": check_positive, "seed": (check_int, 0),
+        })
+
+
+def _check_ema(name: str, value: object) -> float:
+    return check_probability(name, value, allow_one=False)
+
+
+def _check_config(config: object) -> DiffusionConfig:
+    if not isinstance(config, DiffusionConfig):
+        raise TypeError(f"config must be a DiffusionConfig, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
+    return config
+
+
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
 
 def make_schedule(config: DiffusionConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """``(betas, alpha_bar)``, both ``(T,)`` float64, for ``config.schedule`` and ``config.T``."""
+    _check_config(config)
     if config.schedule == "linear":
         betas = linear_beta_schedule(config.T)
     elif config.schedule == "cosine":
@@ -904,10 +1013,10 @@ def train_denoiser(
         raise ValueError(
             f"data must be a float tensor (N, ...) with N >= 1, got {getattr(data, 'shape', data)}"
         )
-    check_int("steps", config.steps)
-    check_int("batch_size", config.batch_size)
-    if not 0.0 <= config.ema < 1.0:
-        raise ValueError(f"ema must be in [0, 1), got {config.ema}")
+    check_finite("data", data)
+    _check_config(config)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     from tqdm.auto import trange
 
     _, alpha_bar = make_schedule(config)
