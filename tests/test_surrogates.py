@@ -173,6 +173,20 @@ def test_straight_through_f1_value_is_hard_f1_gradient_is_soft_f1_gradient():
     assert torch.allclose(grad_st, grad_soft)
 
 
+def test_straight_through_f1_loss_value_and_gradient():
+    g = torch.Generator().manual_seed(19)
+    logits = torch.randn(40, generator=g, dtype=torch.float64, requires_grad=True)
+    y = (torch.rand(40, generator=g) < 0.3).double()
+    loss = sg.straight_through_f1_loss(logits, y, 0.4)
+    p = torch.sigmoid(logits.detach())
+    assert loss.item() == pytest.approx(1 - f1_score(y.numpy(), (p >= 0.4).numpy()), abs=1e-12)
+    (grad,) = torch.autograd.grad(loss, logits)
+    d = (p >= 0.4).double()  # closed form: dF1/dd_i at the decisions, chained through sigma'
+    tp, predicted, positives = (d * y).sum(), d.sum(), y.sum()
+    df1 = 2 * (y * (predicted + positives) - tp) / (predicted + positives) ** 2
+    assert torch.allclose(grad, -df1 * p * (1 - p), atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # gradient estimators on the categorical toy
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +300,7 @@ def test_make_imbalanced_splits_and_standardises():
     assert torch.allclose(data.x_train.mean(0), torch.zeros(20), atol=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["ce", "soft_f1", "reinforce_f1"])
+@pytest.mark.parametrize("loss", ["ce", "soft_f1", "st_f1", "reinforce_f1"])
 def test_train_classifier_improves_its_objective(loss, one_thread):
     data = sg.make_imbalanced(n=2000, seed=1)
     steps = 100 if loss == "reinforce_f1" else 60  # REINFORCE is the slow learner
