@@ -1,0 +1,656 @@
+"""Self-supervised contrastive learning: the code behind the chapter ``book/contrastive.md``.
+
+A self-supervised learner makes its own labels from the data: "predict any part of the input
+from any observed part" (LeCun). Contrastive learning turns that into classification. Two
+*views* of the same image (a positive pair) must be recognised among the views of other images
+(the negatives). With a critic (score) :math:`f(x, y)` and a batch of :math:`K` pairs
+:math:`(x_i, y_i)`, the InfoNCE loss of Oord et al. (2018) is the cross-entropy of picking the
+right partner:
+
+.. math::  \\mathcal{L}_K = -\\frac{1}{K}\\sum_{i=1}^{K}
+           \\log \\frac{e^{f(x_i, y_i)}}{\\sum_{j=1}^{K} e^{f(x_i, y_j)}},
+           \\qquad I(X; Y) \\ge \\log K - \\mathcal{L}_K .
+
+SimCLR (Chen et al., 2020) uses cosine similarity over a temperature as the critic,
+:math:`f = \\cos(z, z') / \\tau`, and its symmetric NT-Xent loss lets each of the :math:`2N`
+views of a batch find its partner among the other :math:`2N - 1`.
+
+Legend (code name -> symbol): ``scores`` -> :math:`f(x_i, y_j)`, ``temperature`` ->
+:math:`\\tau`, ``z1, z2`` -> projections :math:`z, z'` of the two views, ``rho`` ->
+:math:`\\rho`, ``dim`` -> :math:`d`, ``h`` -> the representation :math:`h` (before the head).
+
+References:
+    Oord, Li & Vinyals (2018), Representation Learning with Contrastive Predictive Coding.
+    Gutmann & Hyvärinen (2010), Noise-contrastive estimation.
+    Chen, Kornblith, Norouzi & Hinton (2020), A Simple Framework for Contrastive Learning (SimCLR).
+    Poole, Ozair, van den Oord, Alemi & Tucker (2019), On Variational Bounds of Mutual Information.
+    Wang & Isola (2020), Understanding Contrastive Representation Learning through Alignment
+    and Uniformity on the Hypersphere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tutorlib.validation import (
+    check_fields,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_real,
+    check_tensor,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "SimCLR",
+    "SimCLRConfig",
+    "SupervisedConfig",
+    "affine_view",
+    "alignment",
+    "augment",
+    "correlated_gaussians",
+    "encode",
+    "gaussian_critic",
+    "gaussian_mutual_information",
+    "info_nce",
+    "info_nce_bound",
+    "info_nce_from_scores",
+    "label_subset",
+    "linear_probe",
+    "load_digit_split",
+    "make_encoder",
+    "nt_xent",
+    "positive_negative_similarities",
+    "train_simclr",
+    "train_supervised",
+    "uniformity",
+]
+
+
+def _check_temperature(temperature: object) -> float:
+    return check_positive("temperature", temperature)
+
+
+def _check_scale(name: str, value: object) -> float:
+    return check_real(name, value, 0.0, 1.0, low_open=True)
+
+
+def _check_generator(generator: object) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator
+
+
+# --------------------------------------------------------------------------------------------
+# 1. the losses
+# --------------------------------------------------------------------------------------------
+def info_nce_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """InfoNCE loss from a score matrix whose positives sit on the diagonal.
+
+    .. math::  \\mathcal{L}_K = -\\frac{1}{K}\\sum_i \\Big[s_{ii} - \\log\\sum_j e^{s_{ij}}\\Big]
+
+    Row :math:`i` is a :math:`K`-way classification: which of the :math:`K` candidates
+    :math:`y_j` is the partner of :math:`x_i`? So the loss is the cross-entropy with target
+    :math:`i` in row :math:`i`, computed here with a log-sum-exp.
+
+    Args:
+        scores: ``(K, K)`` critic values :math:`s_{ij} = f(x_i, y_j)`, ``K >= 1``.
+
+    Returns:
+        a scalar tensor, the mean over rows. ``0 <= loss``; ``loss = log K`` for constant scores.
+    """
+    scores = check_tensor("scores", scores, ("K", "K"))
+    if scores.shape[0] < 1:
+        raise ValueError("scores must have shape (K, K) with K >= 1, got (0, 0)")
+    return (torch.logsumexp(scores, dim=1) - scores.diagonal()).mean()
+
+
+def info_nce_bound(scores: torch.Tensor) -> torch.Tensor:
+    """The InfoNCE lower bound on mutual information, :math:`\\log K - \\mathcal{L}_K` (nats).
+
+    For pairs drawn from :math:`p(x, y)` and any critic, its expectation is at most
+    :math:`I(X; Y)` (Oord et al. 2018; Poole et al. 2019). It can never exceed :math:`\\log K`,
+    since :math:`\\mathcal{L}_K \\ge 0`: with :math:`K` candidates the bound saturates.
+
+    Args:
+        scores: ``(K, K)`` critic values with positives on the diagonal.
+
+    Returns:
+        a scalar tensor.
+    """
+    scores = check_tensor("scores", scores, ("K", "K"))
+    return math.log(scores.shape[0]) - info_nce_from_scores(scores)
+
+
+def info_nce(
+    queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1, *, normalize: bool = True
+) -> torch.Tensor:
+    """One-directional InfoNCE with a cosine (or dot-product) critic over a temperature.
+
+    :math:`s_{ij} = \\hat q_i \\cdot \\hat k_j / \\tau`, with :math:`\\hat q = q / \\lVert q\\rVert`
+    when ``normalize`` (else the raw vectors), then :func:`info_nce_from_scores`.
+
+    Args:
+        queries: ``(K, D)``; ``keys``: ``(K, D)``, ``keys[i]`` is the positive of ``queries[i]``
+            and every other row is a negative.
+        temperature: :math:`\\tau > 0`; small values sharpen the softmax.
+        normalize: use cosine similarity (SimCLR, MoCo) instead of the dot product.
+
+    Returns:
+        a scalar tensor.
+    """
+    dims: dict[str, int] = {}
+    queries = check_tensor("queries", queries, ("K", "D"), dims=dims)
+    keys = check_tensor("keys", keys, ("K", "D"), dims=dims)
+    temperature = _check_temperature(temperature)
+    if normalize:
+        queries, keys = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
+    return info_nce_from_scores(queries @ keys.T / temperature)  # (K, K)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's symmetric NT-Xent loss (normalised temperature-scaled cross-entropy).
+
+    Stack the two views, :math:`z = [z^{(1)}; z^{(2)}]` of shape ``(2N, D)``, normalise each row
+    and let :math:`s_{ab} = \\hat z_a \\cdot \\hat z_b / \\tau`. View :math:`a` must find its
+    partner :math:`p(a) = a \\pm N` among the :math:`2N - 1` other views (itself excluded):
+
+    .. math::  \\mathcal{L} = \\frac{1}{2N}\\sum_{a=1}^{2N}
+               -\\log\\frac{e^{s_{a,p(a)}}}{\\sum_{b \\ne a} e^{s_{ab}}}.
+
+    Each view has :math:`2N - 2` negatives, so a batch of :math:`N` images gives a
+    :math:`(2N - 1)`-way classification per view.
+
+    Args:
+        z1: ``(N, D)`` projections of the first views; ``z2``: ``(N, D)`` of the second views.
+        temperature: :math:`\\tau > 0`.
+
+    Returns:
+        a scalar tensor.
+    """
+    dims: dict[str, int] = {}
+    z1 = check_tensor("z1", z1, ("N", "D"), dims=dims)
+    z2 = check_tensor("z2", z2, ("N", "D"), dims=dims)
+    temperature = _check_temperature(temperature)
+    n = z1.shape[0]
+    if n < 1:
+        raise ValueError("z1 must have at least one row, got shape (0, D)")
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, D)
+    sim = z @ z.T / temperature  # (2N, 2N)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))  # a view is not its own candidate
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # (2N,)
+    log_den = torch.logsumexp(sim, dim=1)
+    return (log_den - sim[torch.arange(2 * n, device=z.device), partner]).mean()
+
+
+def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
+    """Wang & Isola's alignment: :math:`\\mathbb{E}\\,\\lVert \\hat z - \\hat z'\\rVert^\\alpha`
+    over positive pairs (lower = views of one image land closer). Inputs ``(N, D)``, normalised
+    here; returns a scalar in ``[0, 2^alpha]``."""
+    dims: dict[str, int] = {}
+    z1 = check_tensor("z1", z1, ("N", "D"), dims=dims)
+    z2 = check_tensor("z2", z2, ("N", "D"), dims=dims)
+    alpha = check_positive("alpha", alpha)
+    diff = F.normalize(z1, dim=1) - F.normalize(z2, dim=1)
+    return diff.norm(dim=1).pow(alpha).mean()
+
+
+def uniformity(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola's uniformity: :math:`\\log \\mathbb{E}_{a \\ne b}\\, e^{-t\\lVert \\hat z_a -
+    \\hat z_b\\rVert^2}` over distinct pairs (lower = spread more evenly on the sphere).
+    ``z``: ``(N, D)`` with ``N >= 2``; returns a scalar ``<= 0``."""
+    z = check_tensor("z", z, ("N", "D"))
+    if z.shape[0] < 2:
+        raise ValueError(f"z must have at least 2 rows, got shape {tuple(z.shape)}")
+    t = check_positive("t", t)
+    zn = F.normalize(z, dim=1)
+    sq = torch.pdist(zn).pow(2)  # (N (N - 1) / 2,) each unordered pair once
+    return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
+
+
+def positive_negative_similarities(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities of positive pairs ``(N,)`` and of all cross-view negatives
+    ``(N (N - 1),)``: ``cos(z1[i], z2[i])`` and ``cos(z1[i], z2[j])``, ``i != j``."""
+    dims: dict[str, int] = {}
+    z1 = check_tensor("z1", z1, ("N", "D"), dims=dims)
+    z2 = check_tensor("z2", z2, ("N", "D"), dims=dims)
+    cos = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T  # (N, N)
+    off = ~torch.eye(cos.shape[0], dtype=torch.bool)
+    return cos.diagonal().clone(), cos[off]
+
+
+# --------------------------------------------------------------------------------------------
+# 2. the InfoNCE bound on Gaussians with known mutual information
+# --------------------------------------------------------------------------------------------
+def gaussian_mutual_information(dim: int, rho: float) -> float:
+    """:math:`I(X; Y) = -\\tfrac{d}{2}\\log(1 - \\rho^2)` nats for :math:`d` independent
+    coordinate pairs, each a standard bivariate normal with correlation :math:`\\rho`."""
+    dim = check_int("dim", dim)
+    rho = check_real("rho", rho, -1.0, 1.0, low_open=True, high_open=True)
+    return -0.5 * dim * math.log1p(-rho * rho)
+
+
+def correlated_gaussians(
+    n: int, dim: int, rho: float, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` pairs :math:`y = \\rho x + \\sqrt{1 - \\rho^2}\\,\\varepsilon`,
+    :math:`x, \\varepsilon \\sim \\mathcal N(0, I_d)`; returns ``x, y`` of shape ``(n, dim)``
+    (float64)."""
+    n = check_int("n", n)
+    dim = check_int("dim", dim)
+    rho = check_real("rho", rho, -1.0, 1.0, low_open=True, high_open=True)
+    generator = _check_generator(generator)
+    x = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    eps = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    return x, rho * x + math.sqrt(1.0 - rho * rho) * eps
+
+
+def gaussian_critic(x: torch.Tensor, y: torch.Tensor, rho: float) -> torch.Tensor:
+    """The optimal critic, the pointwise mutual information
+    :math:`f(x_i, y_j) = \\log p(y_j \\mid x_i) - \\log p(y_j)`:
+
+    .. math::  f = \\sum_{c=1}^{d} \\Big[ -\\frac{(y_{jc} - \\rho x_{ic})^2}{2(1 - \\rho^2)}
+               + \\frac{y_{jc}^2}{2} - \\tfrac12\\log(1 - \\rho^2) \\Big].
+
+    Args:
+        x: ``(K, d)``; y: ``(K, d)``; rho: the correlation used to generate them.
+
+    Returns:
+        ``(K, K)`` scores, positives on the diagonal.
+    """
+    dims: dict[str, int] = {}
+    x = check_tensor("x", x, ("K", "d"), dims=dims)
+    y = check_tensor("y", y, ("K", "d"), dims=dims)
+    rho = check_real("rho", rho, -1.0, 1.0, low_open=True, high_open=True)
+    one_m = 1.0 - rho * rho
+    diff = y[None, :, :] - rho * x[:, None, :]  # (K, K, d): row i = x_i, column j = y_j
+    quad = -(diff**2).sum(-1) / (2 * one_m) + 0.5 * (y**2).sum(-1)[None, :]
+    return quad - 0.5 * x.shape[1] * math.log(one_m)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. data and augmentations for 8x8 digits
+# --------------------------------------------------------------------------------------------
+def load_digit_split(
+    test_size: float = 0.25, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits (1,797 images, shipped with the package), scaled to [0, 1] and
+    split once, stratified: ``x_train (N, 8, 8), y_train (N,), x_test (M, 8, 8), y_test (M,)``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    test_size = check_real("test_size", test_size, 0.0, 1.0, low_open=True, high_open=True)
+    seed = check_int("seed", seed, minimum=0)
+    data = load_digits()
+    x = data.images.astype(np.float32) / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, data.target, test_size=test_size, random_state=seed, stratify=data.target
+    )
+    return (torch.from_numpy(x_tr), torch.from_numpy(y_tr).long(),
+            torch.from_numpy(x_te), torch.from_numpy(y_te).long())
+
+
+@dataclass
+class AugmentConfig:
+    """How two views of an 8x8 digit differ. Each field is the strength of one transformation;
+    set it to its neutral value (``max_shift=0``, ``min_scale=1``, ``mask_prob=0``,
+    ``noise_std=0``) to switch it off."""
+
+    max_shift: float = 1.0  #: translation, uniform in [-max_shift, max_shift] pixels per axis
+    min_scale: float = 0.8  #: crop side as a fraction of the image, uniform in [min_scale, 1]
+    mask_prob: float = 0.5  #: probability of blanking one mask_size x mask_size square (cutout)
+    mask_size: int = 3  #: side of the blanked square, pixels
+    noise_std: float = 0.1  #: Gaussian pixel noise (pixels are in [0, 1])
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "max_shift": check_nonnegative,
+            "min_scale": _check_scale,
+            "mask_prob": check_probability,
+            "mask_size": check_int,
+            "noise_std": check_nonnegative,
+        })
+
+
+def affine_view(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Crop-and-resize plus shift as one bilinear resampling, zeros outside the image.
+
+    Output pixel :math:`u` (in pixel units from the centre) reads the input at
+    :math:`s\\,u + t`: a window of side :math:`s` (``s < 1`` zooms in), moved by :math:`t`.
+    Implemented with ``F.affine_grid`` and ``F.grid_sample(align_corners=False)``, where one
+    pixel is :math:`2 / W` in normalised coordinates. ``scale = 1`` and an integer shift give an
+    exact shift: ``shift = (1, 0)`` makes ``out[:, i, j] = images[:, i, j + 1]``.
+
+    Args:
+        images: ``(B, H, W)``.
+        scale: ``(B,)`` window sides as fractions of the image, ``> 0``.
+        shift: ``(B, 2)`` translations ``(t_x, t_y)`` in pixels (x along W, y along H).
+
+    Returns:
+        ``(B, H, W)``.
+    """
+    dims: dict[str, int] = {}
+    images = check_tensor("images", images, ("B", "H", "W"), dims=dims)
+    scale = check_tensor("scale", scale, ("B",), dims=dims)
+    shift = check_tensor("shift", shift, ("B", 2), dims=dims)
+    if (scale <= 0).any():
+        raise ValueError(f"scale must be > 0, got min {scale.min().item()}")
+    b, h, w = images.shape
+    theta = torch.zeros(b, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2] = 2.0 * shift[:, 0] / w  # normalised coordinates: one pixel = 2 / W
+    theta[:, 1, 2] = 2.0 * shift[:, 1] / h
+    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)[:, 0]  # (B, H, W)
+
+
+def augment(images: torch.Tensor, config: AugmentConfig | None = None, *,
+            generator: torch.Generator) -> torch.Tensor:
+    """A random view of each image: crop-and-resize plus shift, cutout, then pixel noise.
+
+    The crop and shift are one affine resampling (``F.affine_grid`` + bilinear
+    ``F.grid_sample``, zeros outside): output pixel :math:`u` reads the input at
+    :math:`s\\,u + t`, a window of side :math:`s` (zoom in) moved by :math:`t` pixels. With
+    ``s = 1`` and integer :math:`t` it is an exact shift. Every random number comes from
+    ``generator``, so the same seed gives the same views.
+
+    Args:
+        images: ``(B, H, W)`` floats.
+        config: the strengths; default :class:`AugmentConfig()`.
+        generator: the source of randomness.
+
+    Returns:
+        ``(B, H, W)``, a new tensor.
+    """
+    images = check_tensor("images", images, ("B", "H", "W"))
+    config = AugmentConfig() if config is None else config
+    if not isinstance(config, AugmentConfig):
+        raise TypeError(f"config must be an AugmentConfig, got {type(config).__name__}")
+    generator = _check_generator(generator)
+    b, h, w = images.shape
+    if config.mask_size > min(h, w):
+        raise ValueError(f"config.mask_size must be <= the image side {min(h, w)}, got {config.mask_size}")
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=generator)
+
+    scale = uniform(config.min_scale, 1.0)
+    shift = torch.stack([uniform(-config.max_shift, config.max_shift),
+                         uniform(-config.max_shift, config.max_shift)], dim=1)  # (B, 2)
+    out = affine_view(images, scale, shift)
+    k = config.mask_size
+    use = torch.rand(b, generator=generator) < config.mask_prob
+    top = torch.randint(0, h - k + 1, (b,), generator=generator)
+    left = torch.randint(0, w - k + 1, (b,), generator=generator)
+    rows = torch.arange(h)[None, :, None]
+    cols = torch.arange(w)[None, None, :]
+    square = ((rows >= top[:, None, None]) & (rows < top[:, None, None] + k)
+              & (cols >= left[:, None, None]) & (cols < left[:, None, None] + k))  # (B, H, W)
+    out = out.masked_fill(square & use[:, None, None], 0.0)
+    noise = torch.randn(b, h, w, generator=generator)
+    return (out + config.noise_std * noise).to(images.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. encoder, projection head, training recipes
+# --------------------------------------------------------------------------------------------
+def make_encoder(in_features: int = 64, hidden: int = 256, features: int = 64) -> nn.Sequential:
+    """The representation network :math:`h = g(x)`: Flatten -> Linear -> ReLU -> Linear -> ReLU.
+    ``(B, 8, 8) -> (B, features)``. The same architecture serves contrastive pretraining and the
+    supervised baseline, so the comparison is about the training signal, not the network."""
+    in_features = check_int("in_features", in_features)
+    hidden = check_int("hidden", hidden)
+    features = check_int("features", features)
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                         nn.Linear(hidden, features), nn.ReLU())
+
+
+class SimCLR(nn.Module):
+    """Encoder :math:`h = g(x)` plus projection head :math:`z = p(h)` (Linear-ReLU-Linear).
+
+    The loss is applied to :math:`z`; the linear probe reads :math:`h`. Chen et al. found the
+    representation *before* the head transfers better: the head may discard what the
+    augmentations vary but a downstream task needs.
+    """
+
+    def __init__(self, in_features: int = 64, hidden: int = 256, features: int = 64,
+                 projection: int = 32) -> None:
+        super().__init__()
+        projection = check_int("projection", projection)
+        self.encoder = make_encoder(in_features, hidden, features)
+        self.head = nn.Sequential(nn.Linear(features, features), nn.ReLU(),
+                                  nn.Linear(features, projection))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W) -> (B, projection)``, the projections :math:`z`."""
+        return self.head(self.encoder(x))
+
+
+@dataclass
+class SimCLRConfig:
+    """Hyperparameters of contrastive pretraining (one thread on a CPU: a few seconds)."""
+
+    steps: int = 400  #: optimiser steps (a fixed number, so batch sizes are compared fairly)
+    batch_size: int = 256  #: images per batch N; each view has 2N - 2 negatives
+    temperature: float = 0.2  #: tau of NT-Xent
+    lr: float = 2e-3  #: Adam learning rate
+    weight_decay: float = 1e-5  #: AdamW weight decay
+    hidden: int = 256  #: encoder hidden width
+    features: int = 64  #: size of the representation h read by the probe
+    projection: int = 32  #: size of z, where the loss is computed
+    seed: int = 0  #: seeds the weights, the batches and the augmentations
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"steps": check_int, "batch_size": (check_int, 2),
+                            "temperature": check_positive, "lr": check_positive,
+                            "weight_decay": check_nonnegative, "hidden": check_int,
+                            "features": check_int, "projection": check_int,
+                            "seed": (check_int, 0)})
+        if not isinstance(self.augment, AugmentConfig):
+            raise TypeError(f"SimCLRConfig.augment must be an AugmentConfig, got {type(self.augment).__name__}")
+
+
+def train_simclr(images: torch.Tensor, config: SimCLRConfig | None = None,
+                 *, progress: bool = False) -> tuple[SimCLR, list[float]]:
+    """Pretrain a :class:`SimCLR` network on unlabelled images with NT-Xent.
+
+    Each step: draw ``batch_size`` images, make two augmented views, project both and take
+    :func:`nt_xent`. Labels are never seen.
+
+    Args:
+        images: ``(N, H, W)`` unlabelled training images, ``N >= 2``.
+        config: the recipe; default :class:`SimCLRConfig()`.
+        progress: show a tqdm bar.
+
+    Returns:
+        the trained model (in eval mode) and the loss of every step.
+    """
+    images = check_tensor("images", images, ("N", "H", "W"))
+    config = SimCLRConfig() if config is None else config
+    if not isinstance(config, SimCLRConfig):
+        raise TypeError(f"config must be a SimCLRConfig, got {type(config).__name__}")
+    n, h, w = images.shape
+    if n < 2:
+        raise ValueError(f"images must hold at least 2 images, got {n}")
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = SimCLR(h * w, config.hidden, config.features, config.projection)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batch = min(config.batch_size, n)
+    losses: list[float] = []
+    steps = range(config.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"SimCLR N={batch} tau={config.temperature:g}", leave=False)
+    model.train()
+    for _ in steps:
+        idx = torch.randperm(n, generator=gen)[:batch]
+        x = images[idx]
+        z1 = model(augment(x, config.augment, generator=gen))
+        z2 = model(augment(x, config.augment, generator=gen))
+        loss = nt_xent(z1, z2, config.temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model.eval(), losses
+
+
+@dataclass
+class SupervisedConfig:
+    """Hyperparameters of the supervised baseline: the same encoder plus a linear classifier,
+    trained from scratch with cross-entropy on the labelled images only."""
+
+    steps: int = 300  #: optimiser steps (full batch when there are fewer images than batch_size)
+    batch_size: int = 128  #: labelled images per step
+    lr: float = 2e-3  #: Adam learning rate
+    weight_decay: float = 1e-4  #: AdamW weight decay
+    hidden: int = 256  #: encoder hidden width (as SimCLRConfig)
+    features: int = 64  #: representation size (as SimCLRConfig)
+    augment: bool = True  #: train on augmented views too (a fair baseline: same invariances)
+    seed: int = 0  #: seeds the weights, batches and augmentations
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"steps": check_int, "batch_size": check_int, "lr": check_positive,
+                            "weight_decay": check_nonnegative, "hidden": check_int,
+                            "features": check_int, "seed": (check_int, 0)})
+        if not isinstance(self.augment, bool):
+            raise TypeError(f"SupervisedConfig.augment must be a bool, got {self.augment!r}")
+
+
+def train_supervised(images: torch.Tensor, labels: torch.Tensor, num_classes: int = 10,
+                     config: SupervisedConfig | None = None) -> nn.Sequential:
+    """Train encoder + ``nn.Linear(features, num_classes)`` from scratch on labelled images.
+
+    Args:
+        images: ``(N, H, W)``; labels: ``(N,)`` ints in ``[0, num_classes)``.
+        num_classes: number of classes.
+        config: the recipe; default :class:`SupervisedConfig()`.
+
+    Returns:
+        the classifier (eval mode), ``(B, H, W) -> (B, num_classes)`` logits.
+    """
+    images = check_tensor("images", images, ("N", "H", "W"))
+    num_classes = check_int("num_classes", num_classes, minimum=2)
+    labels = _check_labels(labels, images.shape[0], num_classes)
+    config = SupervisedConfig() if config is None else config
+    if not isinstance(config, SupervisedConfig):
+        raise TypeError(f"config must be a SupervisedConfig, got {type(config).__name__}")
+    n, h, w = images.shape
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    net = nn.Sequential(make_encoder(h * w, config.hidden, config.features),
+                        nn.Linear(config.features, num_classes))
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batch = min(config.batch_size, n)
+    net.train()
+    for _ in range(config.steps):
+        idx = torch.randperm(n, generator=gen)[:batch]
+        x = images[idx]
+        if config.augment:
+            x = augment(x, generator=gen)
+        loss = F.cross_entropy(net(x), labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def _check_labels(labels: object, n: int, num_classes: int | None = None,
+                  name: str = "labels") -> torch.Tensor:
+    labels = check_tensor(name, labels, (n,), dtype="int")
+    if num_classes is not None and labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got values in "
+                         f"[{labels.min().item()}, {labels.max().item()}]")
+    return labels
+
+
+# --------------------------------------------------------------------------------------------
+# 5. evaluation: frozen features and a linear probe
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Frozen features ``(N, features)`` of clean images ``(N, H, W)`` (no augmentation)."""
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+    images = check_tensor("images", images, ("N", "H", "W"))
+    was_training = encoder.training
+    encoder.eval()
+    out = encoder(images)
+    encoder.train(was_training)
+    return out
+
+
+def label_subset(labels: torch.Tensor, fraction: float, *, generator: torch.Generator) -> torch.Tensor:
+    """Indices of a class-stratified random subset: ``max(1, round(fraction * n_c))`` of each
+    class ``c`` (so even 1 % keeps one example per class). Returns a sorted ``(M,)`` long tensor."""
+    labels = check_tensor("labels", labels, (None,), dtype="int")
+    fraction = check_real("fraction", fraction, 0.0, 1.0, low_open=True)
+    generator = _check_generator(generator)
+    picked = []
+    for c in torch.unique(labels):
+        members = torch.nonzero(labels == c).flatten()
+        k = max(1, round(fraction * members.numel()))
+        picked.append(members[torch.randperm(members.numel(), generator=generator)[:k]])
+    return torch.cat(picked).sort().values
+
+
+def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor,
+                 test_features: torch.Tensor, test_labels: torch.Tensor,
+                 *, C: float = 1.0, max_iter: int = 2000,
+                 standardize_with: torch.Tensor | None = None) -> float:
+    """Test accuracy of a logistic-regression classifier on frozen features.
+
+    The features are standardised with the mean and standard deviation of ``standardize_with``
+    (default: the labelled training features; with very few labels, pass the features of all
+    the *unlabelled* training images, which a semi-supervised learner also has), then
+    scikit-learn's multinomial ``LogisticRegression`` (L2 strength ``1 / C``, lbfgs) is fit on
+    the training features. A linear classifier can only use what the features already make
+    linearly separable: that is what the probe measures.
+
+    Args:
+        train_features: ``(N, D)``; train_labels: ``(N,)`` ints.
+        test_features: ``(M, D)``; test_labels: ``(M,)`` ints.
+        C: inverse regularisation strength, ``> 0``.
+        max_iter: lbfgs iterations.
+        standardize_with: ``(R, D)`` features that set the standardisation, ``R >= 2``.
+
+    Returns:
+        accuracy on the test set, in ``[0, 1]``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    dims: dict[str, int] = {}
+    train_features = check_tensor("train_features", train_features, ("N", "D"), dims=dims)
+    test_features = check_tensor("test_features", test_features, ("M", "D"), dims=dims)
+    train_labels = _check_labels(train_labels, train_features.shape[0], name="train_labels")
+    test_labels = check_tensor("test_labels", test_labels, (test_features.shape[0],), dtype="int")
+    C = check_positive("C", C)
+    max_iter = check_int("max_iter", max_iter)
+    if torch.unique(train_labels).numel() < 2:
+        raise ValueError("train_labels must contain at least 2 classes")
+    if standardize_with is None:
+        standardize_with = train_features
+    standardize_with = check_tensor("standardize_with", standardize_with, (None, "D"), dims=dims)
+    if standardize_with.shape[0] < 2:
+        raise ValueError(f"standardize_with must have at least 2 rows, got {tuple(standardize_with.shape)}")
+    xtr = train_features.double().numpy()
+    xte = test_features.double().numpy()
+    ref = standardize_with.double().numpy()
+    mean, std = ref.mean(0), ref.std(0) + 1e-8
+    clf = LogisticRegression(C=C, max_iter=max_iter)
+    clf.fit((xtr - mean) / std, train_labels.numpy())
+    return float((clf.predict((xte - mean) / std) == test_labels.numpy()).mean())
