@@ -476,3 +476,21 @@ def test_accumulation_names_x_when_the_model_refuses_it():
     with pytest.raises(ValueError, match="x of shape"):
         ef.accumulated_gradients(nn.Linear(3, 1), nn.functional.mse_loss, torch.ones(2, 4),
                                  torch.ones(2, 1), 1)
+
+
+def test_transformer_block_checkpointing_same_gradients_less_memory():
+    torch.manual_seed(0)
+    m = em.TinyTransformer(16, 16, 2, 3, max_len=32)
+    tok, tgt = torch.randint(0, 16, (2, 32)), torch.randint(0, 16, (2, 32))
+    out = {}
+    for flag in (False, True):
+        m.zero_grad()
+        tracker = ef.SavedTensorTracker(exclude=list(m.parameters()))
+        with tracker:
+            logits = m(tok, checkpoint_blocks=flag)
+            nn.functional.cross_entropy(logits.reshape(-1, 16), tgt.reshape(-1)).backward()
+        out[flag] = (tracker.peak_bytes, [p.grad.clone() for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(out[False][1], out[True][1], strict=True))
+    assert out[True][0] < out[False][0] / 2
+    with pytest.raises(TypeError, match="checkpoint_blocks"):
+        m(tok, checkpoint_blocks=1)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tutorlib.efficient import DynamicLossScaler
+from tutorlib.efficient import DynamicLossScaler, checkpoint
 from tutorlib.validation import check_int, check_positive
 
 __all__ = [
@@ -127,7 +127,14 @@ class TinyTransformer(nn.Module):
         self.blocks = nn.ModuleList(_Block(d, heads) for _ in range(layers))
         self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, checkpoint_blocks: bool = False) -> torch.Tensor:
+        """``(B, N)`` tokens → ``(B, N, V)`` logits.
+
+        ``checkpoint_blocks``: keep only each block's input and recompute the block in backward
+        (:func:`tutorlib.efficient.checkpoint`).
+        """
+        if not isinstance(checkpoint_blocks, bool):
+            raise TypeError(f"checkpoint_blocks must be a bool, got {checkpoint_blocks!r}")
         if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.int64 or tokens.ndim != 2:
             raise TypeError("tokens must be an int64 tensor of shape (B, N)")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.tok.num_embeddings):
@@ -137,7 +144,7 @@ class TinyTransformer(nn.Module):
             raise ValueError(f"tokens has length {tokens.shape[1]} > max_len {self.pos.num_embeddings}")
         x = self.tok(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, list(block.parameters())) if checkpoint_blocks else block(x)
         return self.head(self.ln(x))
 
 
