@@ -78,6 +78,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("diffusion.ddim_sweep", "x_T", "tensor extra axis"): "the model's own error",
     ("diffusion.train_denoiser", "data", "tensor extra axis"): "the model's own error",
     ("diffusion.epsilon_loss", "x0", "tensor extra axis"): "x is (B, ...), any shape the model takes",
+    ("sequence.elu_feature_map", "x", "*"): "element-wise on any shape; inside every forward pass",
+    ("sequence.graph_depth", "output", "*"): "any tensor with a grad_fn",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult"}

@@ -374,3 +374,61 @@ def test_rnn_depth_grows_with_length_and_attention_depth_does_not():
             depth[kind, n] = sq.graph_depth(out)
     assert depth["rnn", 20] - depth["rnn", 5] >= 15  # at least one op per extra step
     assert depth["transformer", 20] == depth["transformer", 5]
+
+
+def test_scale_spectral_radius_refuses_nan_instead_of_crashing():
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    w[1, 2] = float("nan")  # LAPACK's eigensolver used to segfault here
+    with pytest.raises(ValueError, match="weight must be finite"):
+        sq.scale_spectral_radius(w, 0.9)
+    with pytest.raises(ValueError, match="radius must be finite and > 0"):
+        sq.scale_spectral_radius(torch.eye(3), -1.0)
+    with pytest.raises(ValueError, match="spectral radius 0"):
+        sq.scale_spectral_radius(torch.zeros(3, 3), 0.9)
+    scaled = sq.scale_spectral_radius(torch.diag(torch.tensor([2.0, -4.0])), 0.5)
+    torch.testing.assert_close(scaled, torch.diag(torch.tensor([0.25, -0.5])))
+
+
+def test_attention_mask_by_hand():
+    assert sq.attention_mask(2, 3) is None
+    causal = sq.attention_mask(2, 3, causal=True)
+    assert causal.tolist() == [[False, True, True], [False, False, True]]
+    pad = torch.tensor([[False, False, True]])
+    both = sq.attention_mask(2, 3, causal=True, key_padding_mask=pad)
+    assert both.shape == (1, 1, 2, 3)
+    assert both[0, 0].tolist() == [[False, True, True], [False, False, True]]
+    only_pad = sq.attention_mask(2, 3, key_padding_mask=pad)
+    assert only_pad[0, 0, 0].tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="n_q must be >= 1"):
+        sq.attention_mask(0, 3)
+    with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, 3\)"):
+        sq.attention_mask(2, 3, key_padding_mask=torch.zeros(1, 4, dtype=torch.bool))
+
+
+def test_softmax_attention_matches_a_loop():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 3, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    out = sq.softmax_attention(q, k, v)
+    for h in range(2):
+        for i in range(3):
+            w = torch.softmax(torch.stack([q[0, h, i] @ k[0, h, j] for j in range(3)]) / 2.0, 0)
+            torch.testing.assert_close(out[0, h, i], sum(w[j] * v[0, h, j] for j in range(3)))
+
+
+def test_recall_models_and_config_check_their_arguments():
+    with pytest.raises(ValueError, match=r"RecallConfig\.lr must be finite and > 0"):
+        sq.RecallConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sq.make_model("cnn", sq.RecallConfig())
+    model = sq.make_model("gru", sq.RecallConfig(d_model=8))
+    with pytest.raises(ValueError, match=r"tokens must hold indices in \[0, 17\)"):
+        model(torch.tensor([[0, 17]]))
+    with pytest.raises(TypeError, match="tokens must be a integer tensor"):
+        model(torch.zeros(1, 2))
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
+        sq.make_recall_task(2, 3, generator=0)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3\)"):
+        sq.RNNCell(3, 4).init_state(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="q must be finite"):
+        sq.linear_attention(torch.full((1, 1, 2, 2), float("nan")), torch.zeros(1, 1, 2, 2),
+                            torch.zeros(1, 1, 2, 2))

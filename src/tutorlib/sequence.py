@@ -40,7 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tutorlib.validation import check_int
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_finite,
+    check_indices,
+    check_int,
+    check_positive,
+    check_tensor,
+)
 
 # --------------------------------------------------------------------------------------------
 # argument checks shared by the public functions
@@ -117,6 +125,7 @@ class RNNCell(nn.Module):
 
     def init_state(self, x: torch.Tensor) -> torch.Tensor:
         """The zero state :math:`h_0`, shape ``(B, H)``."""
+        x = _check_input(x, self.input_size)
         return x.new_zeros(x.shape[0], self.hidden_size)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,6 +159,7 @@ class LSTMCell(nn.Module):
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The zero state :math:`(h_0, c_0)`, each ``(B, H)``."""
+        x = _check_input(x, self.input_size)
         zeros = x.new_zeros(x.shape[0], self.hidden_size)
         return zeros, zeros.clone()
 
@@ -193,6 +203,7 @@ class GRUCell(nn.Module):
 
     def init_state(self, x: torch.Tensor) -> torch.Tensor:
         """The zero state :math:`h_0`, shape ``(B, H)``."""
+        x = _check_input(x, self.input_size)
         return x.new_zeros(x.shape[0], self.hidden_size)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,7 +235,7 @@ def unroll(cell: Cell, x: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(cell, RNNCell | LSTMCell | GRUCell):
         raise TypeError(f"cell must be an RNNCell, LSTMCell or GRUCell, got {type(cell).__name__}")
-    x = _tensor("x", x, 3, " of shape (B, N, input_size)")
+    x = check_finite("x", _tensor("x", x, 3, " of shape (B, N, input_size)"))
     state = cell.init_state(x[:, 0])
     hs = []
     for t in range(x.shape[1]):
@@ -259,8 +270,8 @@ def state_jacobian_norms(
     """
     if not callable(step):
         raise TypeError(f"step must be a function step(x, s) -> s, got {type(step).__name__}")
-    xs = _tensor("xs", xs, 2, " of shape (T, D)")
-    s0 = _tensor("s0", s0, 1, " of shape (S,)")
+    xs = check_finite("xs", _tensor("xs", xs, 2, " of shape (T, D)"))
+    s0 = check_finite("s0", _tensor("s0", s0, 1, " of shape (S,)"))
     states = [s0]
     with torch.no_grad():
         for x in xs:
@@ -284,9 +295,11 @@ def scale_spectral_radius(weight: torch.Tensor, radius: float) -> torch.Tensor:
     weight = _tensor("weight", weight, 2, " of shape (H, H)")
     if weight.shape[0] != weight.shape[1]:
         raise ValueError(f"weight must be square, got shape {tuple(weight.shape)}")
-    if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+    check_finite("weight", weight)  # LAPACK's eigensolver can crash the process on NaN
+    radius = check_positive("radius", radius)
     rho = torch.linalg.eigvals(weight).abs().max()
+    if rho == 0:
+        raise ValueError("weight has spectral radius 0 (nilpotent or zero): it cannot be rescaled")
     return weight * (radius / rho)
 
 
@@ -306,6 +319,8 @@ def attention_mask(
     Returns:
         ``None`` when nothing is masked, else a mask that broadcasts to ``(B, H, n_q, n_k)``.
     """
+    check_int("n_q", n_q)
+    check_int("n_k", n_k)
     mask = None
     if causal:
         mask = torch.ones(n_q, n_k, dtype=torch.bool).triu(diagonal=1)  # (n_q, n_k)
@@ -358,6 +373,13 @@ def scaled_dot_product_attention(
             f"q, k, v must be (B, H, n_q, d), (B, H, n_k, d), (B, H, n_k, d_v); "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_finite(name, t)
+    return _attention(q, k, v, causal, key_padding_mask)
+
+
+def _attention(q, k, v, causal, key_padding_mask):
+    """:func:`scaled_dot_product_attention` without the checks (called in every forward pass)."""
     n_q, n_k = q.shape[2], k.shape[2]
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, n_q, n_k)
     mask = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
@@ -433,7 +455,7 @@ class MultiHeadAttention(nn.Module):
         q = split(_linear(query, w_q, b_q))
         k = split(_linear(key, w_k, b_k))
         v = split(_linear(value, w_v, b_v))
-        out, weights = scaled_dot_product_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+        out, weights = _attention(q, k, v, causal, key_padding_mask)
         B, _, n_q, d = out.shape
         out = out.transpose(1, 2).reshape(B, n_q, H * d)  # (B, n_q, E): heads side by side
         return self.out_proj(out), weights
@@ -500,6 +522,8 @@ class TransformerEncoderBlock(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int) -> None:
         super().__init__()
+        check_int("d_model", d_model)
+        check_int("num_heads", num_heads)
         self.self_attn = MultiHeadAttention(d_model, num_heads)
         self.linear1 = _Affine(d_model, check_int("dim_feedforward", dim_feedforward))
         self.linear2 = _Affine(dim_feedforward, d_model)
@@ -510,6 +534,10 @@ class TransformerEncoderBlock(nn.Module):
         self, x: torch.Tensor, *, causal: bool = False, key_padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(x (B, N, d_model), attention weights (B, H, N, N))``."""
+        d = self.self_attn.embed_dim
+        _tensor("x", x, 3, f" of shape (B, N, {d})")
+        if x.shape[-1] != d:
+            raise ValueError(f"x must have shape (B, N, {d}), got {tuple(x.shape)}")
         a, weights = self.self_attn(self.norm1(x), causal=causal, key_padding_mask=key_padding_mask)
         x = x + a
         x = x + self.linear2(torch.relu(self.linear1(self.norm2(x))))
@@ -521,6 +549,7 @@ class TransformerEncoderBlock(nn.Module):
 # --------------------------------------------------------------------------------------------
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     """:math:`\\phi(x) = \\mathrm{elu}(x) + 1`: positive, so the weights below are positive."""
+    _tensor("x", x)
     return F.elu(x) + 1
 
 
@@ -533,6 +562,8 @@ def _check_linear_qkv(q: object, k: object, v: object) -> None:
             f"q, k must be (B, H, N, d) and v (B, H, N, d_v); "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_finite(name, t)
 
 
 def linear_attention(
@@ -566,6 +597,7 @@ def linear_attention(
         Katharopoulos et al. (2020), Transformers are RNNs, eqs. (4)-(6).
     """
     _check_linear_qkv(q, k, v)
+    check_positive("eps", eps)
     fq, fk = elu_feature_map(q), elu_feature_map(k)  # (B, H, N, d), positive
     if causal:
         n = q.shape[2]
@@ -605,6 +637,7 @@ def linear_attention_recurrent(
         Katharopoulos et al. (2020), Transformers are RNNs, section 3.4.
     """
     _check_linear_qkv(q, k, v)
+    check_positive("eps", eps)
     fq, fk = elu_feature_map(q), elu_feature_map(k)  # (B, H, N, d)
     B, H, N, d = fq.shape
     s = q.new_zeros(B, H, d, v.shape[-1])  # (B, H, d, d_v): the matrix-valued state
@@ -648,6 +681,8 @@ def make_recall_task(
     n, distance = check_int("n", n), check_int("distance", distance)
     n_classes = check_int("n_classes", n_classes)
     n_distractors = check_int("n_distractors", n_distractors)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     labels = torch.randint(n_classes, (n,), generator=generator)
     noise = torch.randint(n_classes, n_classes + n_distractors, (n, distance - 1), generator=generator)
     query = torch.full((n, 1), n_classes + n_distractors)
@@ -662,12 +697,14 @@ class RecurrentClassifier(nn.Module):
         cells = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
         if cell not in cells:
             raise ValueError(f"cell must be one of {sorted(cells)}, got {cell!r}")
+        self.vocab = vocab
         self.embed = nn.Embedding(check_int("vocab", vocab), check_int("d_model", d_model))
         self.cell = cells[cell](d_model, d_model)
         self.head = _Affine(d_model, check_int("n_classes", n_classes))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens (B, N)`` -> logits ``(B, n_classes)``."""
+        _check_tokens(tokens, self.vocab)
         return self.head(unroll(self.cell, self.embed(tokens))[:, -1])
 
 
@@ -678,6 +715,7 @@ class TransformerClassifier(nn.Module):
         self, vocab: int, d_model: int, n_classes: int, *, num_heads: int = 2, num_layers: int = 2
     ) -> None:
         super().__init__()
+        self.vocab = vocab
         self.embed = nn.Embedding(check_int("vocab", vocab), check_int("d_model", d_model))
         self.blocks = nn.ModuleList(
             TransformerEncoderBlock(d_model, num_heads, 2 * d_model)
@@ -688,6 +726,7 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, *, return_attention: bool = False):
         """``tokens (B, N)`` -> logits ``(B, n_classes)`` [, list of ``(B, H, N, N)`` per layer]."""
+        _check_tokens(tokens, self.vocab)
         x = self.embed(tokens)  # (B, N, E)
         x = x + sinusoidal_positional_encoding(tokens.shape[1], x.shape[-1]).to(x)
         maps = []
@@ -696,6 +735,12 @@ class TransformerClassifier(nn.Module):
             maps.append(a)
         logits = self.head(self.norm(x[:, -1]))
         return (logits, maps) if return_attention else logits
+
+
+def _check_tokens(tokens: object, vocab: int) -> None:
+    """Token ids ``(B, N)`` in ``[0, vocab)`` (a negative id would not wrap, but it would crash deep)."""
+    check_tensor("tokens", tokens, ("B", "N"), dtype="int")
+    check_indices("tokens", tokens, vocab)
 
 
 @dataclass
@@ -710,9 +755,25 @@ class RecallConfig:
     lr: float = 3e-3
     n_test: int = 1000  #: held-out sequences for the accuracy
 
+    def __post_init__(self) -> None:
+        check_fields(self, {"d_model": check_int, "n_classes": (check_int, 2), "n_distractors": check_int,
+                            "steps": check_int, "batch_size": check_int, "lr": check_positive,
+                            "n_test": check_int})
+        if self.d_model % 2:
+            raise ValueError(f"RecallConfig.d_model must be even (sinusoidal positions), got {self.d_model}")
+
+
+def _check_recall_config(cfg: object) -> RecallConfig:
+    if not isinstance(cfg, RecallConfig):
+        raise TypeError(f"cfg must be a RecallConfig, got {type(cfg).__name__}")
+    cfg.__post_init__()  # fields may have been changed after construction
+    return cfg
+
 
 def make_model(kind: str, cfg: RecallConfig) -> nn.Module:
     """``"rnn"``, ``"lstm"``, ``"gru"`` or ``"transformer"``, sized by ``cfg``."""
+    check_choice("kind", kind, ("rnn", "lstm", "gru", "transformer"))
+    _check_recall_config(cfg)
     vocab = cfg.n_classes + cfg.n_distractors + 1
     if kind == "transformer":
         return TransformerClassifier(vocab, cfg.d_model, cfg.n_classes)
@@ -721,6 +782,10 @@ def make_model(kind: str, cfg: RecallConfig) -> nn.Module:
 
 def train_recall(kind: str, distance: int, cfg: RecallConfig, seed: int) -> tuple[nn.Module, float]:
     """Train one model on the recall task at ``distance``; return it and its test accuracy."""
+    check_choice("kind", kind, ("rnn", "lstm", "gru", "transformer"))
+    _check_recall_config(cfg)
+    check_int("distance", distance)
+    check_int("seed", seed, minimum=0)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = make_model(kind, cfg)
@@ -745,6 +810,9 @@ def train_recall(kind: str, distance: int, cfg: RecallConfig, seed: int) -> tupl
 def min_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """The fastest of ``repeats`` calls of ``fn()``, in seconds (the least disturbed by other jobs)."""
     check_int("repeats", repeats)
+    check_int("warmup", warmup, minimum=0)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     for _ in range(warmup):
         fn()
     best = math.inf
@@ -793,6 +861,11 @@ def graph_depth(output: torch.Tensor) -> int:
 
 def train_step_time(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, repeats: int = 3) -> float:
     """Seconds for one forward + backward pass of ``model`` on a batch (min over ``repeats``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    dims: dict[str, int] = {}
+    check_tensor("tokens", tokens, ("B", None), dims=dims, dtype="int")
+    check_tensor("labels", labels, ("B",), dims=dims, dtype="int")
 
     def step() -> None:
         model.zero_grad()
