@@ -409,3 +409,17 @@ def test_argument_errors():
         cp.build_vocab([["a", "b"]]).ids(["c"])
     with pytest.raises(TypeError, match="vocab"):
         cp.encode([["a"]], {"a": 0})
+    with pytest.raises(ValueError, match="counts must have shape"):
+        cp.Vocab(["a", "b"], torch.tensor([3]))
+    with pytest.raises(ValueError, match="counts must be >= 0"):
+        cp.Vocab(["a", "b"], torch.tensor([3, -1]))
+    with pytest.raises(ValueError, match="words must not repeat"):
+        cp.Vocab(["a", "a"], torch.tensor([3, 1]))
+    w, c, n = _random_sgns(2, 3, 4)
+    n[0, 1, 2] = math.nan
+    with pytest.raises(ValueError, match="negatives must be finite"):
+        emb.sgns_grad(w, c, n)
+    with pytest.raises(ValueError, match="output_vectors must have the shape"):
+        emb.Word2VecResult(torch.zeros(5, 3), torch.zeros(5, 2), [], 0)
+    with pytest.raises(ValueError, match="steps"):
+        emb.Word2VecResult(torch.zeros(5, 3), torch.zeros(5, 3), [], -1)

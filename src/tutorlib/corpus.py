@@ -187,6 +187,18 @@ class Vocab:
     index: dict[str, int] = field(init=False, repr=False)  #: word -> id
 
     def __post_init__(self) -> None:
+        if not isinstance(self.words, list) or not all(isinstance(w, str) for w in self.words):
+            raise TypeError("words must be a list of strings")
+        if len(set(self.words)) != len(self.words):
+            raise ValueError("words must not repeat")
+        counts = self.counts
+        if not isinstance(counts, torch.Tensor) or counts.dtype != torch.long:
+            raise TypeError(f"counts must be an int64 torch.Tensor, got {type(counts).__name__}")
+        if counts.shape != (len(self.words),):
+            raise ValueError(f"counts must have shape ({len(self.words)},), one per word, "
+                             f"got {tuple(counts.shape)}")
+        if (counts < 0).any():
+            raise ValueError("counts must be >= 0")
         self.index = {w: i for i, w in enumerate(self.words)}
 
     def __len__(self) -> int:

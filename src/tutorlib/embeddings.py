@@ -265,6 +265,16 @@ def _check_sgns(w: object, c: object, negatives: object) -> tuple[int, int, int]
     return B, negatives.shape[1], d
 
 
+def _check_finite_loss(loss: torch.Tensor, w: torch.Tensor, c: torch.Tensor, negatives: torch.Tensor) -> None:
+    # One cheap test per call (this runs at every SGD step); the inputs are scanned only on failure.
+    if torch.isfinite(loss).all():
+        return
+    for name, t in (("w", w), ("c", c), ("negatives", negatives)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
+    raise ValueError("the dot products w·c or w·n overflowed: w, c and negatives are too large")
+
+
 def sgns_loss(w: torch.Tensor, c: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
     """The negative-sampling loss of each example.
 
@@ -281,7 +291,9 @@ def sgns_loss(w: torch.Tensor, c: torch.Tensor, negatives: torch.Tensor) -> torc
     _check_sgns(w, c, negatives)
     positive = (w * c).sum(-1)  # (B,)
     negative = (w.unsqueeze(1) * negatives).sum(-1)  # (B, k)
-    return -F.logsigmoid(positive) - F.logsigmoid(-negative).sum(-1)
+    loss = -F.logsigmoid(positive) - F.logsigmoid(-negative).sum(-1)
+    _check_finite_loss(loss, w, c, negatives)
+    return loss
 
 
 def sgns_grad(w: torch.Tensor, c: torch.Tensor, negatives: torch.Tensor
@@ -305,6 +317,7 @@ def sgns_grad(w: torch.Tensor, c: torch.Tensor, negatives: torch.Tensor
     positive = (w * c).sum(-1, keepdim=True)  # (B, 1)
     negative = torch.bmm(negatives, w.unsqueeze(2)).squeeze(2)  # (B, k)
     loss = -F.logsigmoid(positive).squeeze(1) - F.logsigmoid(-negative).sum(-1)
+    _check_finite_loss(loss, w, c, negatives)
     g_pos = torch.sigmoid(positive) - 1  # (B, 1), in (-1, 0)
     g_neg = torch.sigmoid(negative)  # (B, k), in (0, 1)
     grad_w = g_pos * c + torch.bmm(g_neg.unsqueeze(1), negatives).squeeze(1)
@@ -358,6 +371,20 @@ class Word2VecResult:
     losses: list[float]  #: mean loss of each SGD step
     steps: int  #: number of SGD steps taken
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  #: step -> copy of W
+
+    def __post_init__(self) -> None:
+        _check_vectors("input_vectors", self.input_vectors)
+        _check_vectors("output_vectors", self.output_vectors)
+        if self.output_vectors.shape != self.input_vectors.shape:
+            raise ValueError(f"output_vectors must have the shape of input_vectors "
+                             f"{tuple(self.input_vectors.shape)}, got {tuple(self.output_vectors.shape)}")
+        check_int("steps", self.steps, minimum=0)
+
+
+def _diverged(epoch: int, config: Word2VecConfig) -> str:
+    return (f"word2vec diverged in epoch {epoch + 1} (lr={config.lr}, batch_size={config.batch_size}, "
+            f"threshold={config.threshold}): a word that occurs m times in a batch takes m summed "
+            "steps; lower lr or batch_size, or switch subsampling on")
 
 
 def train_word2vec(tokens: torch.Tensor, sentence_ids: torch.Tensor, counts: torch.Tensor,
@@ -430,7 +457,10 @@ def train_word2vec(tokens: torch.Tensor, sentence_ids: torch.Tensor, counts: tor
                 n_ctx = valid.sum(1)  # (B, 1)
                 w = (W[ctx.clamp_min(0)] * valid).sum(1) / n_ctx  # (B, d) mean of the context
             c, n = C[target], C[noise]  # (B, d), (B, k, d)
-            loss, grad_w, grad_c, grad_n = sgns_grad(w, c, n)
+            try:
+                loss, grad_w, grad_c, grad_n = sgns_grad(w, c, n)
+            except ValueError as error:  # NaN or inf vectors: the run has diverged
+                raise FloatingPointError(_diverged(epoch, config)) from error
             losses.append(loss.mean().item())
             C.index_add_(0, target, grad_c, alpha=-lr)
             C.index_add_(0, noise.reshape(-1), grad_n.reshape(-1, d), alpha=-lr)
@@ -443,10 +473,7 @@ def train_word2vec(tokens: torch.Tensor, sentence_ids: torch.Tensor, counts: tor
             if step in config.checkpoints:
                 snapshots[step] = W.clone()
         if not (torch.isfinite(W).all() and torch.isfinite(C).all()):
-            raise FloatingPointError(
-                f"word2vec diverged in epoch {epoch + 1} (lr={config.lr}, batch_size="
-                f"{config.batch_size}, threshold={config.threshold}): a word that occurs m times in "
-                "a batch takes m summed steps; lower lr or batch_size, or switch subsampling on")
+            raise FloatingPointError(_diverged(epoch, config))
     return Word2VecResult(W, C, losses, step, snapshots)
 
 
