@@ -80,6 +80,15 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("diffusion.epsilon_loss", "x0", "tensor extra axis"): "x is (B, ...), any shape the model takes",
     ("sequence.elu_feature_map", "x", "*"): "element-wise on any shape; inside every forward pass",
     ("sequence.graph_depth", "output", "*"): "any tensor with a grad_fn",
+    ("flows.VelocityField.forward", "t", "float -1"): "any time",
+    ("flows.odeint", "t0", "float -1"): "any time",
+    ("flows.odeint", "t1", "float -1"): "any time",
+    ("flows.odeint", "y0", "*"): "any shape func takes (the last one is func's own error)",
+    ("flows.volume_preserving_nll_bound", "entropy", "float -1"): "differential entropy can be < 0",
+    ("flows.bits_per_dim", "log_prob", "*"): "a number or per-sample values of any shape, averaged",
+    ("flows.dequantize", "k", "*"): "element-wise on any shape",
+    ("flows.divergence_hutchinson", "eps", "*"): "fuzz artefact: the replay's copies of f and z "
+    "are no longer linked by autograd, so f is refused first",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult"}

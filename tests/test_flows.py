@@ -379,7 +379,7 @@ def test_bits_per_dim_counts_the_logit_jacobian():
     y = torch.logit(0.05 + 0.9 * x)
     p = (0.05 + 0.9 * x).numpy()
     by_hand = stats.norm.logpdf(y.numpy()).sum(1) + np.log(0.9 / (p * (1 - p))).sum(1)
-    expected = fl.bits_per_dim(torch.tensor(by_hand), 8, 17)
+    expected = (-by_hand.mean() + 8 * math.log(17)) / (8 * math.log(2))  # the definition, by hand
     assert fl.bits_per_dim(flow.log_prob(x), 8, 17) == pytest.approx(expected, rel=1e-12)
     assert fl.bits_per_dim(stats.norm.logpdf(y.numpy()).sum(1).mean(), 8, 17) != pytest.approx(expected)
 
@@ -492,6 +492,15 @@ def test_training_is_repeatable_and_lowers_the_loss():
         runs.append(fl.train_flow(flow, x, fl.TrainConfig(steps=60, batch_size=128, lr=1e-2)))
     assert runs[0] == runs[1]
     assert np.mean(runs[0][-10:]) < np.mean(runs[0][:10]) - 0.2
+    # checks a sign error would fail: the trained density still integrates to 1 (the log-det is
+    # right), and it fits the moons better than the best Gaussian does (3.13 vs 3.27 nats)
+    g = torch.linspace(-8, 8, 321, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    with torch.no_grad():
+        density = flow.log_prob(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)).exp()
+    assert density.sum().item() * (g[1] - g[0]).item() ** 2 == pytest.approx(1.0, abs=0.01)
+    gaussian_nll = 0.5 * np.log(np.linalg.det(2 * math.pi * math.e * np.cov(x.numpy().T)))
+    assert fl.nll(flow, x) < gaussian_nll - 0.07
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,10 +519,10 @@ def test_every_layer_refuses_wrong_shapes_types_and_non_finite_values(kind):
         layer([[0.5] * 4])
     bad = torch.full((2, 4), 0.5)
     bad[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="must be finite"):
         layer(bad)
     bad[1, 2] = float("inf")
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="must be finite"):
         layer.inverse(bad)
 
 
@@ -527,7 +536,7 @@ def test_coupling_layers_refuse_splits_they_cannot_make():
             cls(5, split=0)
         with pytest.raises(TypeError, match="split must be an int"):
             cls(5, split=2.5)
-    with pytest.raises(ValueError, match="scale_bound must be > 0"):
+    with pytest.raises(ValueError, match="scale_bound must be finite and > 0"):
         fl.AffineCoupling(4, scale_bound=0.0)
     with pytest.raises(TypeError, match="dim must be an int"):
         fl.Scaling(2.0)
@@ -538,7 +547,7 @@ def test_other_constructors_refuse_bad_arguments():
         fl.Permutation([0, 0, 2])
     with pytest.raises(TypeError, match="sequence of ints"):
         fl.Permutation([0.0, 1.0])
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 0.5\)"):
+    with pytest.raises(ValueError, match=r"alpha must be a finite number in \[0, 0.5\)"):
         fl.Logit(3, alpha=0.5)
     with pytest.raises(ValueError, match=r"Logit expects x in \[0, 1\]"):
         fl.Logit(2)(torch.tensor([[0.5, 1.5]]))
@@ -573,9 +582,9 @@ def test_data_and_metrics_refuse_bad_arguments():
         fl.bits_per_dim(0.0, 64, 1)
     with pytest.raises(ValueError, match="log_prob must be finite"):
         fl.bits_per_dim(torch.tensor([float("-inf")]), 64, 17)
-    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"test_fraction must be a finite number in \(0, 1\)"):
         fl.load_digits_split(1.0)
-    with pytest.raises(ValueError, match="entropy must be finite"):
+    with pytest.raises(ValueError, match="entropy must be a finite number"):
         fl.volume_preserving_nll_bound(float("nan"), 2)
     with pytest.raises(TypeError, match="log_prob method"):
         fl.train_flow(nn.Linear(2, 2), torch.zeros(10, 2))
@@ -591,7 +600,7 @@ def test_continuous_flow_refuses_bad_arguments():
         fl.ContinuousFlow(fl.VelocityField(2), method="dopri5")
     with pytest.raises(ValueError, match=r"x must have shape \(N, 2\)"):
         cnf.log_prob(torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="must be finite"):
         cnf.log_prob(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(ValueError, match="eps must be a tensor of the shape of x"):
         cnf.log_prob(torch.zeros(3, 2), trace="hutchinson", eps=torch.ones(2, 2))
@@ -602,3 +611,34 @@ def test_continuous_flow_refuses_bad_arguments():
     with pytest.raises(ValueError, match="eps must have the shape of z"):
         z = torch.zeros(3, 2, requires_grad=True)
         fl.divergence_hutchinson(z * 2, z, torch.ones(3, 3))
+
+
+def test_train_config_refuses_a_negative_clip_norm():
+    # clip_grad_norm_ with a negative max_norm multiplies the gradient by a negative number
+    with pytest.raises(ValueError, match=r"TrainConfig\.grad_clip must be finite and > 0, got -1"):
+        fl.TrainConfig(grad_clip=-1.0)
+    fl.TrainConfig(grad_clip=None)
+    config = fl.TrainConfig()
+    config.grad_clip = -1.0
+    with pytest.raises(ValueError, match="grad_clip"):
+        fl.train_flow(fl.make_realnvp(2, n_couplings=1, hidden=4), torch.zeros(4, 2), config)
+
+
+def test_odeint_divergences_and_base_density_check_their_arguments():
+    with pytest.raises(ValueError, match="t1 must be a finite number"):
+        fl.odeint(lambda t, y: y, torch.zeros(2), 0.0, float("nan"))
+    with pytest.raises(ValueError, match="y0 must be finite"):
+        fl.odeint(lambda t, y: y, torch.tensor([float("nan")]), 0.0, 1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        fl.odeint(lambda t, y: y, torch.zeros(2), 0.0, 1.0, method="midpoint")
+    z = torch.zeros(3, 2, requires_grad=True)
+    with pytest.raises(ValueError, match="f must be computed from z with autograd"):
+        fl.divergence_exact(torch.zeros(3, 2), z)
+    with pytest.raises(ValueError, match=r"f must have the shape of z \(3, 2\)"):
+        fl.divergence_exact((2 * z)[:, :1], z)
+    with pytest.raises(ValueError, match="eps must be finite"):
+        fl.divergence_hutchinson(2 * z, z, torch.full((3, 2), float("nan")))
+    with pytest.raises(ValueError, match="z must be finite"):
+        fl.base_log_prob(torch.tensor([[float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="base must be one of"):
+        fl.base_log_prob(torch.zeros(1, 2), "laplace")

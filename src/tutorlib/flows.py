@@ -46,7 +46,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tutorlib.validation import check_int
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_tensor,
+    optional,
+)
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -66,9 +76,7 @@ def _check_batch(x: torch.Tensor, dim: int, name: str = "x") -> torch.Tensor:
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must have shape (N, {dim}) (N samples, {dim} features), "
                          f"got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values; a flow needs finite inputs")
-    return x
+    return check_finite(name, x)
 
 
 def _check_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -237,14 +245,17 @@ class AffineCoupling(_Coupling):
     def __init__(self, dim: int, hidden: int = 64, depth: int = 2, split: int | None = None,
                  swap: bool = False, scale_bound: float = 2.0) -> None:
         super().__init__(dim, split, swap)
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be > 0, got {scale_bound}")
-        self.scale_bound = float(scale_bound)
+        self.scale_bound = check_positive("scale_bound", scale_bound)
         self.net = mlp(self.n_cond, 2 * self.n_trans, hidden, depth)
 
     def scale_shift(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The bounded log-scale :math:`s` and the shift :math:`t`, each ``(N, n_trans)``, from the
         conditioning features ``cond`` ``(N, n_cond)``."""
+        if not isinstance(cond, torch.Tensor) or not cond.is_floating_point():
+            raise TypeError(f"cond must be a floating-point tensor (N, {self.n_cond}), got "
+                            f"{getattr(cond, 'dtype', type(cond).__name__)}")
+        if cond.ndim != 2 or cond.shape[1] != self.n_cond:
+            raise ValueError(f"cond must have shape (N, {self.n_cond}), got {tuple(cond.shape)}")
         raw, shift = self.net(cond).chunk(2, dim=1)  # (N, n_trans) each
         log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
         return log_scale, shift
@@ -420,9 +431,7 @@ class Logit(FlowLayer):
 
     def __init__(self, dim: int, alpha: float = 0.05) -> None:
         super().__init__(dim)
-        if not 0 <= alpha < 0.5:
-            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
-        self.alpha = float(alpha)
+        self.alpha = check_real("alpha", alpha, 0.0, 0.5, high_open=True)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         low_ok = bool((x > 0).all()) if self.alpha == 0 else bool((x >= 0).all())
@@ -452,6 +461,13 @@ def base_log_prob(z: torch.Tensor, base: str = "normal") -> torch.Tensor:
 
     Shapes: ``z`` (N, D) -> (N,).
     """
+    check_choice("base", base, ("normal", "logistic"))
+    _check_points(z, "z")
+    return _base_log_prob(z, base)
+
+
+def _base_log_prob(z: torch.Tensor, base: str = "normal") -> torch.Tensor:
+    """:func:`base_log_prob` without the checks (called at every training step)."""
     if base == "normal":
         return -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * LOG_2PI
     if base == "logistic":
@@ -516,7 +532,7 @@ class Flow(FlowLayer):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p_X(x)` in nats, shape ``(N,)`` for ``x`` of shape ``(N, D)``."""
         z, log_det = self(x)
-        return base_log_prob(z, self.base) + log_det
+        return _base_log_prob(z, self.base) + log_det
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`; shape ``(n, D)``."""
@@ -609,6 +625,9 @@ def autograd_log_det(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"x must be a tensor of shape (N, D), got {getattr(x, 'shape', type(x))}")
+    _check_points(x)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     out = []
     for row in x:
         jac = torch.autograd.functional.jacobian(lambda v: fn(v[None])[0], row)  # (D, D)
@@ -718,8 +737,7 @@ def volume_preserving_nll_bound(entropy: float, dim: int) -> float:
     scaling layer is for.
     """
     check_int("dim", dim, 1)
-    if not math.isfinite(entropy):
-        raise ValueError(f"entropy must be finite, got {entropy}")
+    check_real("entropy", entropy)
     var = math.exp(2 * entropy / dim) / (2 * math.pi * math.e)
     return 0.5 * dim * (var + LOG_2PI)
 
@@ -737,6 +755,12 @@ class TrainConfig:
     weight_decay: float = 0.0  #: AdamW weight decay (regularises small data sets)
     grad_clip: float | None = None  #: clip the gradient norm to this value (None: no clipping)
     seed: int = 0  #: seeds the mini-batch order
+
+    def __post_init__(self) -> None:
+        # a negative grad_clip would flip the gradient (clip_grad_norm_ scales by max_norm / norm)
+        check_fields(self, {"steps": check_int, "batch_size": check_int, "lr": check_positive,
+                            "weight_decay": check_nonnegative, "grad_clip": (optional, check_positive),
+                            "seed": (check_int, 0)})
 
 
 def train_flow(model: nn.Module, data: torch.Tensor, config: TrainConfig | None = None,
@@ -767,8 +791,11 @@ def train_flow(model: nn.Module, data: torch.Tensor, config: TrainConfig | None 
         data = _check_points(data, "data")
     elif not isinstance(data, torch.Tensor) or data.ndim != 2:
         raise ValueError(f"data must be a tensor of shape (N, D), got {getattr(data, 'shape', type(data))}")
-    check_int("config.steps", config.steps, 1)
-    check_int("config.batch_size", config.batch_size, 1)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or None, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
+    if batch_transform is not None and not callable(batch_transform):
+        raise TypeError(f"batch_transform must be callable or None, got {type(batch_transform).__name__}")
     # fused=True: one kernel for all parameters; tiny models are dominated by per-op overhead
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   fused=True)
@@ -799,6 +826,9 @@ def train_flow(model: nn.Module, data: torch.Tensor, config: TrainConfig | None 
 def nll(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> float:
     """Mean negative log-likelihood of ``x`` (N, D) in nats per sample (no gradients)."""
     x = _check_points(x)
+    check_int("batch_size", batch_size)
+    if not hasattr(model, "log_prob"):
+        raise TypeError(f"model must have a log_prob method, got {type(model).__name__}")
     with torch.no_grad():
         total = sum(model.log_prob(chunk).sum().item() for chunk in x.split(batch_size))
     return -total / x.shape[0]
@@ -813,8 +843,8 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.
     Returns:
         ``(train, test)``: integer tensors of shape ``(N, 64)`` with values in ``0 .. 16``.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    check_real("test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    check_int("seed", seed, minimum=0)
     from sklearn.datasets import load_digits
 
     images = torch.as_tensor(load_digits().data).long()  # (1797, 64), values 0..16
@@ -876,6 +906,21 @@ def bits_per_dim(log_prob: torch.Tensor | float, dim: int, n_levels: int) -> flo
 # --------------------------------------------------------------------------------------------
 # continuous normalizing flows
 # --------------------------------------------------------------------------------------------
+def _check_field_and_point(f: object, z: object) -> None:
+    """``f`` (N, D) computed from ``z`` (N, D) with autograd on; shapes and dtypes only (no NaN scan:
+    these run inside every ODE step)."""
+    for name, t in (("f", f), ("z", z)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (N, D), got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+        if t.ndim != 2:
+            raise ValueError(f"{name} must have shape (N, D), got {tuple(t.shape)}")
+    if f.shape != z.shape:
+        raise ValueError(f"f must have the shape of z {tuple(z.shape)}, got {tuple(f.shape)}")
+    if not z.requires_grad or f.grad_fn is None:
+        raise ValueError("f must be computed from z with autograd on (z.requires_grad_(True) first)")
+
+
 def divergence_exact(f: torch.Tensor, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """:math:`\\nabla \\cdot f = \\operatorname{tr}(\\partial f / \\partial z)`, exactly.
 
@@ -890,6 +935,7 @@ def divergence_exact(f: torch.Tensor, z: torch.Tensor, create_graph: bool = Fals
     Returns:
         ``(N,)``.
     """
+    _check_field_and_point(f, z)
     div = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
     for j in range(z.shape[1]):
         (grad_j,) = torch.autograd.grad(f[:, j].sum(), z, create_graph=create_graph, retain_graph=True)
@@ -913,6 +959,8 @@ def divergence_hutchinson(f: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
     Returns:
         ``(N,)``.
     """
+    _check_field_and_point(f, z)
+    check_tensor("eps", eps)
     if eps.shape != z.shape:
         raise ValueError(f"eps must have the shape of z {tuple(z.shape)}, got {tuple(eps.shape)}")
     (vjp,) = torch.autograd.grad(f, z, grad_outputs=eps, create_graph=create_graph, retain_graph=True)
@@ -932,8 +980,11 @@ def odeint(func: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor
         The states :math:`[y(t_0), y(t_0 + h), \\dots, y(t_1)]`, ``n_steps + 1`` tensors.
     """
     check_int("n_steps", n_steps, 1)
-    if method not in ("euler", "rk4"):
-        raise ValueError(f"method must be 'euler' or 'rk4', got {method!r}")
+    check_choice("method", method, ("euler", "rk4"))
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    t0, t1 = check_real("t0", t0), check_real("t1", t1)
+    check_tensor("y0", y0)
     h = (t1 - t0) / n_steps
     ys, y, t = [y0], y0, t0
     for i in range(n_steps):
@@ -972,6 +1023,11 @@ class VelocityField(nn.Module):
         self.dim = dim
 
     def forward(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        if (not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.ndim != 2
+                or z.shape[1] != self.dim):
+            raise ValueError(f"z must be a floating-point tensor (N, {self.dim}), got "
+                             f"{getattr(z, 'shape', type(z).__name__)}")
+        check_real("t", t)
         tt = torch.full((z.shape[0], 1), float(t), dtype=z.dtype, device=z.device)
         return self.net(torch.cat([z, tt], dim=1))
 
@@ -1056,7 +1112,7 @@ class ContinuousFlow(nn.Module):
         state = torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=1)  # (N, D + 1): z_1 = x, a(1) = 0
         final = odeint(self._augmented(eps), state, 1.0, 0.0, self.n_steps, self.method)[-1]
         z0, a0 = final[:, : self.dim], final[:, self.dim]
-        return base_log_prob(z0) - a0
+        return _base_log_prob(z0) - a0
 
     def path(self, z0: torch.Tensor) -> list[torch.Tensor]:
         """The states :math:`z_t` at every solver step from :math:`t = 0` to :math:`t = 1`."""
