@@ -143,6 +143,11 @@ def _as_float64(name: str, x: object) -> torch.Tensor:
     return t.to(torch.float64)
 
 
+def _pow2(j: torch.Tensor) -> torch.Tensor:
+    """Exact float64 :math:`2^j` for integer ``j`` in [-1022, 1023], built from its bits (fast)."""
+    return ((j.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
 def round_to_format(x: float | torch.Tensor, fmt: FloatFormat | str) -> torch.Tensor:
     """Round ``x`` to the nearest number of ``fmt`` (ties to even), returned as float64.
 
@@ -164,7 +169,7 @@ def round_to_format(x: float | torch.Tensor, fmt: FloatFormat | str) -> torch.Te
     limits = format_limits(f)
     _, exponent = torch.frexp(x64)  # x = mantissa * 2**exponent, |mantissa| in [0.5, 1)
     k = (exponent - 1).clamp(min=1 - f.bias)  # floor(log2|x|), or the subnormal exponent
-    ulp = torch.pow(torch.tensor(2.0, dtype=torch.float64), (k - f.mantissa_bits).to(torch.float64))
+    ulp = _pow2(k - f.mantissa_bits)
     rounded = torch.round(x64 / ulp) * ulp  # torch.round rounds half to even
     rounded = torch.where(rounded.abs() > limits["max"], torch.sign(x64) * math.inf, rounded)
     rounded = torch.where(torch.isfinite(x64), rounded, x64)  # inf and NaN pass through
@@ -183,7 +188,7 @@ def spacing(x: float | torch.Tensor, fmt: FloatFormat | str) -> torch.Tensor:
     _, exponent = torch.frexp(x64)
     k = (exponent - 1).clamp(min=1 - f.bias)
     k = torch.where(x64 == 0, torch.full_like(k, 1 - f.bias), k)
-    return torch.pow(torch.tensor(2.0, dtype=torch.float64), (k - f.mantissa_bits).to(torch.float64))
+    return _pow2(k - f.mantissa_bits)
 
 
 def float_bits(x: float, fmt: FloatFormat | str) -> tuple[str, str, str]:
