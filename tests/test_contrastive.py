@@ -167,11 +167,14 @@ def test_correlated_gaussians_have_the_right_correlation_and_mean_pmi_is_mi():
 def test_info_nce_bound_with_optimal_critic_tracks_small_mi_and_saturates_for_large():
     g = gen(13)
     small = cl.gaussian_mutual_information(1, 0.5)  # 0.144 nats << log 256
-    est = np.mean([cl.info_nce_bound(cl.gaussian_critic(*cl.correlated_gaussians(256, 1, 0.5, generator=g), 0.5)).item()
-                   for _ in range(20)])
+    def estimate(k, d, rho):
+        x, y = cl.correlated_gaussians(k, d, rho, generator=g)
+        return cl.info_nce_bound(cl.gaussian_critic(x, y, rho)).item()
+
+    est = np.mean([estimate(256, 1, 0.5) for _ in range(20)])
     assert est == pytest.approx(small, abs=0.03)
     big = cl.gaussian_mutual_information(10, 0.95)  # 11.6 nats >> log 64 = 4.16
-    est = cl.info_nce_bound(cl.gaussian_critic(*cl.correlated_gaussians(64, 10, 0.95, generator=g), 0.95)).item()
+    est = estimate(64, 10, 0.95)
     assert math.log(64) - 0.2 < est <= math.log(64) < big
 
 
@@ -188,6 +191,13 @@ def test_affine_view_identity_and_integer_shift_equal_slicing():
     down = cl.affine_view(img, ones, torch.tensor([[0.0, -2.0]] * 3, dtype=f64))
     assert torch.allclose(down[:, 2:, :], img[:, :6, :], atol=1e-12)
     assert torch.all(down[:, :2, :] == 0)
+
+
+def test_affine_view_quarter_turn_equals_rot90():
+    img = torch.rand(2, 8, 8, generator=gen(18), dtype=f64)
+    out = cl.affine_view(img, torch.ones(2, dtype=f64), torch.zeros(2, 2, dtype=f64),
+                         torch.full((2,), math.pi / 2, dtype=f64))
+    assert torch.allclose(out, torch.rot90(img, 1, (1, 2)), atol=1e-12)
 
 
 def test_affine_view_centre_crop_matches_interpolate_inside():
@@ -223,7 +233,7 @@ def test_augment_cutout_blanks_exactly_one_square_and_noise_has_its_std():
 # data, training and the probe
 # ------------------------------------------------------------------------------------------
 def test_load_digit_split_and_label_subset():
-    xtr, ytr, xte, yte = cl.load_digit_split()
+    xtr, ytr, xte, _ = cl.load_digit_split()
     assert xtr.shape == (1347, 8, 8) and xte.shape == (450, 8, 8)
     assert 0.0 <= xtr.min() and xtr.max() <= 1.0
     idx = cl.label_subset(ytr, 0.01, generator=gen(0))
@@ -268,7 +278,8 @@ def test_train_simclr_is_deterministic_and_lowers_the_loss():
 
 def test_train_supervised_fits_its_training_labels():
     xtr, ytr, _, _ = cl.load_digit_split()
-    net = cl.train_supervised(xtr[:200], ytr[:200], config=cl.SupervisedConfig(steps=100, hidden=64, augment=False))
+    config = cl.SupervisedConfig(steps=100, hidden=64, augment=False)
+    net = cl.train_supervised(xtr[:200], ytr[:200], config=config)
     with torch.no_grad():
         acc = (net(xtr[:200]).argmax(1) == ytr[:200]).float().mean().item()
     assert acc > 0.9
@@ -309,6 +320,10 @@ def test_errors_name_the_argument():
         cl.affine_view(torch.rand(2, 8, 8), torch.zeros(2), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="shift"):
         cl.affine_view(torch.rand(2, 8, 8), torch.ones(2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="angle"):
+        cl.affine_view(torch.rand(2, 8, 8), torch.ones(2), torch.zeros(2, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="max_rotation"):
+        cl.AugmentConfig(max_rotation=-5.0)
     with pytest.raises(ValueError, match="images"):
         cl.augment(torch.rand(8, 8), generator=gen())
     with pytest.raises(ValueError, match="mask_size"):

@@ -306,6 +306,7 @@ class AugmentConfig:
     ``noise_std=0``) to switch it off."""
 
     max_shift: float = 1.0  #: translation, uniform in [-max_shift, max_shift] pixels per axis
+    max_rotation: float = 0.0  #: rotation, uniform in [-max_rotation, max_rotation] degrees
     min_scale: float = 0.8  #: crop side as a fraction of the image, uniform in [min_scale, 1]
     mask_prob: float = 0.5  #: probability of blanking one mask_size x mask_size square (cutout)
     mask_size: int = 3  #: side of the blanked square, pixels
@@ -314,6 +315,7 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         check_fields(self, {
             "max_shift": check_nonnegative,
+            "max_rotation": check_nonnegative,
             "min_scale": _check_scale,
             "mask_prob": check_probability,
             "mask_size": check_int,
@@ -321,11 +323,13 @@ class AugmentConfig:
         })
 
 
-def affine_view(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Crop-and-resize plus shift as one bilinear resampling, zeros outside the image.
+def affine_view(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                angle: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop-and-resize, rotation and shift as one bilinear resampling, zeros outside the image.
 
     Output pixel :math:`u` (in pixel units from the centre) reads the input at
-    :math:`s\\,u + t`: a window of side :math:`s` (``s < 1`` zooms in), moved by :math:`t`.
+    :math:`s\\,R_\\theta u + t`: a window of side :math:`s` (``s < 1`` zooms in), turned by
+    :math:`\\theta` and moved by :math:`t`.
     Implemented with ``F.affine_grid`` and ``F.grid_sample(align_corners=False)``, where one
     pixel is :math:`2 / W` in normalised coordinates. ``scale = 1`` and an integer shift give an
     exact shift: ``shift = (1, 0)`` makes ``out[:, i, j] = images[:, i, j + 1]``.
@@ -334,6 +338,8 @@ def affine_view(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) 
         images: ``(B, H, W)``.
         scale: ``(B,)`` window sides as fractions of the image, ``> 0``.
         shift: ``(B, 2)`` translations ``(t_x, t_y)`` in pixels (x along W, y along H).
+        angle: ``(B,)`` rotations in radians (default none); ``pi / 2`` on a square image is
+            an exact quarter turn, ``torch.rot90(images, 1, (1, 2))``.
 
     Returns:
         ``(B, H, W)``.
@@ -344,10 +350,14 @@ def affine_view(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) 
     shift = check_tensor("shift", shift, ("B", 2), dims=dims)
     if (scale <= 0).any():
         raise ValueError(f"scale must be > 0, got min {scale.min().item()}")
+    angle = torch.zeros_like(scale) if angle is None else check_tensor("angle", angle, ("B",), dims=dims)
     b, h, w = images.shape
+    cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(b, 2, 3, dtype=images.dtype)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
+    theta[:, 0, 0] = scale * cos
+    theta[:, 0, 1] = -scale * sin * h / w  # normalised units differ per axis when H != W
+    theta[:, 1, 0] = scale * sin * w / h
+    theta[:, 1, 1] = scale * cos
     theta[:, 0, 2] = 2.0 * shift[:, 0] / w  # normalised coordinates: one pixel = 2 / W
     theta[:, 1, 2] = 2.0 * shift[:, 1] / h
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
@@ -388,7 +398,8 @@ def augment(images: torch.Tensor, config: AugmentConfig | None = None, *,
     scale = uniform(config.min_scale, 1.0)
     shift = torch.stack([uniform(-config.max_shift, config.max_shift),
                          uniform(-config.max_shift, config.max_shift)], dim=1)  # (B, 2)
-    out = affine_view(images, scale, shift)
+    angle = math.radians(config.max_rotation) * (2 * torch.rand(b, generator=generator) - 1)
+    out = affine_view(images, scale, shift, angle)
     k = config.mask_size
     use = torch.rand(b, generator=generator) < config.mask_prob
     top = torch.randint(0, h - k + 1, (b,), generator=generator)
@@ -459,7 +470,8 @@ class SimCLRConfig:
                             "features": check_int, "projection": check_int,
                             "seed": (check_int, 0)})
         if not isinstance(self.augment, AugmentConfig):
-            raise TypeError(f"SimCLRConfig.augment must be an AugmentConfig, got {type(self.augment).__name__}")
+            kind = type(self.augment).__name__
+            raise TypeError(f"SimCLRConfig.augment must be an AugmentConfig, got {kind}")
 
 
 def train_simclr(images: torch.Tensor, config: SimCLRConfig | None = None,
