@@ -89,6 +89,15 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("flows.dequantize", "k", "*"): "element-wise on any shape",
     ("flows.divergence_hutchinson", "eps", "*"): "fuzz artefact: the replay's copies of f and z "
     "are no longer linked by autograd, so f is refused first",
+    ("edm.EDMDenoiser.forward", "sigma", "*"): "a number, a scalar or (B,) tensor of any real dtype",
+    ("edm.NoiseSchedule", "name", "*"): "any label",
+    ("edm.sample_ode", "schedule", "*"): "the schedule's name is a free label",
+    ("edm.add_noise", "s", "tensor one axis fewer"): "a scalar tensor is allowed",
+    ("edm.add_noise", "sigma", "tensor one axis fewer"): "a scalar tensor is allowed",
+    ("edm.add_noise", "sigma", "tensor int dtype"): "integer noise levels are fine",
+    ("edm.ddpm_s_sigma", "alpha_bar", "*"): "element-wise on any shape",
+    ("edm.preconditioning", "sigma", "*"): "element-wise on any shape",
+    ("edm.edm_loss", "x0", "tensor nan"): "every training step: fit checks the data once",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult"}

@@ -146,9 +146,14 @@ def test_edm_loss_is_the_regression_of_f_onto_the_effective_target():
     g = torch.Generator().manual_seed(5)  # replay the same draws
     sigma = (-1.2 + 1.2 * torch.randn(64, generator=g, dtype=f64)).exp()
     eps = torch.randn(64, 2, generator=g, dtype=f64)
-    _, _, c_in, c_noise = edm.preconditioning(sigma, 1.3)
-    raw = model.net(c_in[:, None] * (x0 + sigma[:, None] * eps), c_noise)
-    expected = ((raw - edm.effective_target(x0, eps, sigma, 1.3)) ** 2).mean()
+    # EDM's Table 1, written out here rather than taken from the code under test
+    total = sigma**2 + 1.3**2
+    c_skip, c_out = 1.3**2 / total, sigma * 1.3 / total.sqrt()
+    c_in, c_noise = 1 / total.sqrt(), sigma.log() / 4
+    x_hat = x0 + sigma[:, None] * eps
+    raw = model.net(c_in[:, None] * x_hat, c_noise)
+    target = (x0 - c_skip[:, None] * x_hat) / c_out[:, None]
+    expected = ((raw - target) ** 2).mean()
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -162,6 +167,16 @@ def test_fit_lowers_the_edm_loss_and_is_deterministic():
                             progress=False))
     assert runs[0] == runs[1]
     assert np.mean(runs[0][-50:]) < np.mean(runs[0][:20])
+    # a check a sign error would fail: the trained denoiser is close to the exact one of this
+    # Gaussian data (mean squared gap 2e-4 .. 1.4e-3, against 8e-3 .. 7e-2 before training)
+    exact = edm.gaussian_denoiser(torch.zeros(2), torch.diag(torch.tensor([1.0, 0.04])))
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.randn(1000, 2, generator=g) * torch.tensor([1.0, 0.2])
+    for level, bound in ((0.2, 5e-4), (0.5, 1e-3), (1.0, 3e-3)):
+        sigma = torch.full((1000,), level)
+        x_hat = x0 + level * torch.randn(1000, 2, generator=g)
+        with torch.no_grad():
+            assert (model(x_hat, sigma) - exact(x_hat, sigma)).pow(2).mean().item() < bound
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,3 +287,33 @@ def test_bad_arguments_raise_with_the_argument_name():
         edm.ddpm_s_sigma(torch.tensor([0.5, 1.5]))
     with pytest.raises(ValueError, match="tensors"):
         edm.fit(edm.EDMDenoiser(), edm.edm_loss, [torch.zeros(3, 2), torch.zeros(4, 2)], progress=False)
+
+
+def test_eps_model_refuses_steps_outside_the_table():
+    alpha_bar = torch.linspace(0.99, 0.01, 10, dtype=f64)
+    exact = edm.gaussian_denoiser(torch.zeros(2, dtype=f64), torch.eye(2, dtype=f64))
+    model = edm.eps_model_from_denoiser(exact, alpha_bar)
+    x = torch.zeros(3, 2, dtype=f64)
+    assert model(x, torch.full((3,), 0.5)).shape == (3, 2)
+    for bad in (-0.1, 1.0):  # t = -1 used to wrap around to the noisiest step
+        with pytest.raises(ValueError, match=r"t_scaled must be t / T with t in \[0, 10\)"):
+            model(x, torch.tensor([bad]))
+    with pytest.raises(ValueError, match="alpha_bar must be finite"):
+        edm.eps_model_from_denoiser(lambda x, s: x, torch.tensor([0.5, float("nan")]))
+
+
+def test_edm_helpers_check_their_arguments():
+    with pytest.raises(ValueError, match=r"TrainConfig\.warmup must be >= 0"):
+        edm.TrainConfig(warmup=-1)
+    with pytest.raises(ValueError, match="sigma must be a number or a tensor"):
+        edm.add_noise(torch.zeros(4, 2), torch.zeros(4, 2), 1.0, torch.ones(4, 1))
+    with pytest.raises(ValueError, match=r"eps must have shape \(B, d\) with B = 4"):
+        edm.effective_target(torch.zeros(4, 2), torch.zeros(3, 2), torch.ones(4), 1.0)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        edm.preconditioning(torch.tensor([0.0]), 1.0)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        edm.nfe(3, "rk4")
+    with pytest.raises(TypeError, match="schedule must be a NoiseSchedule"):
+        edm.ode_drift(lambda x, s: x, "edm", torch.zeros(2, 2), 0.5)
+    with pytest.raises(ValueError, match="p_std must be finite and > 0"):
+        edm.edm_loss(edm.EDMDenoiser(), torch.zeros(4, 2), p_std=-1.0)

@@ -52,7 +52,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tutorlib.diffusion import TimeMLP
-from tutorlib.validation import check_int, check_points, check_positive
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_finite,
+    check_int,
+    check_points,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "Denoiser",
@@ -92,15 +101,26 @@ def _check_sigmas(sigmas: object) -> torch.Tensor:
             "sigmas must be a 1-D tensor of at least 2 noise levels (from karras_sigmas), got "
             f"{getattr(sigmas, 'shape', type(sigmas).__name__)}"
         )
+    check_finite("sigmas", sigmas)
     if (sigmas[1:] >= sigmas[:-1]).any() or (sigmas < 0).any():
         raise ValueError(f"sigmas must be >= 0 and strictly decreasing, got {sigmas.tolist()}")
     return sigmas
 
 
 def _check_solver(solver: str) -> str:
-    if solver not in ("euler", "heun"):
-        raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
-    return solver
+    return check_choice("solver", solver, ("euler", "heun"))
+
+
+def _check_levels(name: str, value: object, batch: int, *, positive: bool) -> torch.Tensor | float:
+    """A number or a tensor ``(B,)`` (or a scalar tensor) of finite levels, > 0 or >= 0."""
+    if not isinstance(value, torch.Tensor):
+        return check_positive(name, value, allow_zero=not positive)
+    check_tensor(name, value, dtype="real")
+    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch):
+        raise ValueError(f"{name} must be a number or a tensor ({batch},), got shape {tuple(value.shape)}")
+    if (value <= 0).any() if positive else (value < 0).any():
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got min {value.min().item():g}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +142,10 @@ def add_noise(x0: torch.Tensor, eps: torch.Tensor, s: torch.Tensor | float,
     x0, eps = check_points("x0", x0), check_points("eps", eps)
     if x0.shape != eps.shape:
         raise ValueError(f"x0 and eps must have the same shape, got {tuple(x0.shape)} and {tuple(eps.shape)}")
+    check_finite("x0", x0)
+    check_finite("eps", eps)
+    _check_levels("s", s, len(x0), positive=True)
+    _check_levels("sigma", sigma, len(x0), positive=False)
     s = torch.as_tensor(s, dtype=x0.dtype).reshape(-1, 1)  # (B, 1) or (1, 1)
     sigma = torch.as_tensor(sigma, dtype=x0.dtype).reshape(-1, 1)
     return s * (x0 + sigma * eps)
@@ -142,6 +166,14 @@ class NoiseSchedule:
     s_dot: Callable[[torch.Tensor], torch.Tensor]
     sigma_dot: Callable[[torch.Tensor], torch.Tensor]
     sigma_inv: Callable[[torch.Tensor], torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"NoiseSchedule.name must be a str, got {type(self.name).__name__}")
+        for field in ("s", "sigma", "s_dot", "sigma_dot", "sigma_inv"):
+            if not callable(getattr(self, field)):
+                raise TypeError(f"NoiseSchedule.{field} must be a function of t, got "
+                                f"{type(getattr(self, field)).__name__}")
 
 
 def edm_schedule() -> NoiseSchedule:
@@ -224,6 +256,7 @@ def ddpm_s_sigma(alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if not isinstance(alpha_bar, torch.Tensor):
         raise TypeError(f"alpha_bar must be a torch.Tensor, got {type(alpha_bar).__name__}")
+    check_tensor("alpha_bar", alpha_bar)
     if (alpha_bar <= 0).any() or (alpha_bar > 1).any():
         raise ValueError("alpha_bar must lie in (0, 1]")
     return alpha_bar.sqrt(), ((1 - alpha_bar) / alpha_bar).sqrt()
@@ -253,6 +286,8 @@ def gaussian_denoiser(mean: torch.Tensor, cov: torch.Tensor) -> Denoiser:
     d = mean.shape[0]
     if not isinstance(cov, torch.Tensor) or cov.shape != (d, d):
         raise ValueError(f"cov must be a ({d}, {d}) tensor to match mean, got {getattr(cov, 'shape', cov)}")
+    check_tensor("mean", mean)
+    check_tensor("cov", cov)
 
     if not torch.allclose(cov, cov.T):
         raise ValueError("cov must be symmetric")
@@ -289,6 +324,7 @@ def gaussian_mixture_denoiser(means: torch.Tensor, std: float,
     if not isinstance(means, torch.Tensor) or means.ndim != 2:
         got = getattr(means, "shape", type(means).__name__)
         raise ValueError(f"means must be a (K, d) tensor, got {got}")
+    check_tensor("means", means)
     std = check_positive("std", std)
     k = means.shape[0]
     if weights is None:
@@ -328,6 +364,14 @@ def preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tenso
         ``(c_skip, c_out, c_in, c_noise)``, each with the shape of ``sigma``.
     """
     sigma_data = check_positive("sigma_data", sigma_data)
+    check_tensor("sigma", sigma)
+    if (sigma <= 0).any():
+        raise ValueError(f"sigma must be > 0 (c_noise = ln(sigma)/4), got min {sigma.min().item():g}")
+    return _preconditioning(sigma, sigma_data)
+
+
+def _preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:
+    """:func:`preconditioning` without the checks (called in every forward pass)."""
     total = sigma**2 + sigma_data**2
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
 
@@ -340,6 +384,10 @@ def effective_target(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor,
 
     Shapes: ``x0``, ``eps`` ``(B, d)``, ``sigma`` ``(B,)`` -> ``(B, d)``.
     """
+    dims: dict[str, int] = {}
+    check_tensor("x0", x0, ("B", "d"), dims=dims)
+    check_tensor("eps", eps, ("B", "d"), dims=dims)
+    check_tensor("sigma", sigma, ("B",), dims=dims)
     c_skip, c_out, _, _ = preconditioning(sigma, sigma_data)
     return (x0 - c_skip[:, None] * (x0 + sigma[:, None] * eps)) / c_out[:, None]
 
@@ -368,8 +416,12 @@ class EDMDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         x = check_points("x", x)
+        if isinstance(sigma, torch.Tensor) and (
+            sigma.ndim > 1 or (sigma.ndim == 1 and sigma.shape != x.shape[:1])
+        ):
+            raise ValueError(f"sigma must be a number or a tensor ({x.shape[0]},), got {tuple(sigma.shape)}")
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])  # (B,)
-        c_skip, c_out, c_in, c_noise = preconditioning(sigma, self.sigma_data)
+        c_skip, c_out, c_in, c_noise = _preconditioning(sigma, self.sigma_data)
         return c_skip[:, None] * x + c_out[:, None] * self.net(c_in[:, None] * x, c_noise)
 
 
@@ -392,10 +444,15 @@ def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, generator: torch.Generator
         A scalar tensor.
     """
     x0 = check_points("x0", x0)
+    if not isinstance(denoiser, EDMDenoiser):
+        raise TypeError(f"denoiser must be an EDMDenoiser (it needs sigma_data), got "
+                        f"{type(denoiser).__name__}")
+    check_real("p_mean", p_mean)
+    check_positive("p_std", p_std)
     log_sigma = p_mean + p_std * torch.randn(len(x0), generator=generator, dtype=x0.dtype)
     sigma = log_sigma.exp()  # (B,)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    weight = 1 / preconditioning(sigma, denoiser.sigma_data)[1] ** 2  # λ(σ) = 1/c_out²
+    weight = 1 / _preconditioning(sigma, denoiser.sigma_data)[1] ** 2  # λ(σ) = 1/c_out²
     error = denoiser(x0 + sigma[:, None] * eps, sigma) - x0
     return (weight[:, None] * error**2).mean()
 
@@ -409,6 +466,10 @@ class TrainConfig:
     lr: float = 5e-3  #: peak learning rate (Adam)
     warmup: int = 100  #: linear warm-up steps, then cosine decay to 0
     seed: int = 0  #: seeds the mini-batches and the noise
+
+    def __post_init__(self) -> None:
+        check_fields(self, {"steps": check_int, "batch_size": check_int, "lr": check_positive,
+                            "warmup": (check_int, 0), "seed": (check_int, 0)})
 
 
 def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor],
@@ -428,14 +489,20 @@ def fit(model: nn.Module, loss_fn: Callable[..., torch.Tensor], tensors: Sequenc
         The loss of every step.
     """
     config = config or TrainConfig()
-    check_int("config.steps", config.steps)
-    check_int("config.batch_size", config.batch_size)
-    check_positive("config.lr", config.lr)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or None, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if not tensors or any(not isinstance(t, torch.Tensor) for t in tensors):
         raise TypeError("tensors must be a non-empty list of torch.Tensor")
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
         raise ValueError(f"tensors must share their first dimension, got {[tuple(t.shape) for t in tensors]}")
+    for i, t in enumerate(tensors):
+        check_finite(f"tensors[{i}]", t)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
@@ -511,6 +578,18 @@ def ode_drift(denoiser: Denoiser, schedule: NoiseSchedule, x: torch.Tensor,
     Returns:
         ``(B, d)``.
     """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    check_tensor("x", x, (None, None))
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
+    check_real("t", t)
+    return _ode_drift(denoiser, schedule, x, t)
+
+
+def _ode_drift(denoiser: Denoiser, schedule: NoiseSchedule, x: torch.Tensor,
+               t: float | torch.Tensor) -> torch.Tensor:
+    """:func:`ode_drift` without the checks (called at every solver step)."""
     t = torch.as_tensor(t, dtype=torch.float64)  # coefficients in float64, x in its own dtype
     s, sigma = schedule.s(t).item(), schedule.sigma(t).item()
     s_dot, sigma_dot = schedule.s_dot(t).item(), schedule.sigma_dot(t).item()
@@ -519,7 +598,7 @@ def ode_drift(denoiser: Denoiser, schedule: NoiseSchedule, x: torch.Tensor,
 
 
 def _check_noise(noise: object) -> torch.Tensor:
-    return check_points("noise", noise)
+    return check_finite("noise", check_points("noise", noise))
 
 
 def sample_ode(denoiser: Denoiser, sigmas: torch.Tensor, noise: torch.Tensor, solver: str = "heun",
@@ -550,15 +629,19 @@ def sample_ode(denoiser: Denoiser, sigmas: torch.Tensor, noise: torch.Tensor, so
     """
     sigmas, noise, solver = _check_sigmas(sigmas), _check_noise(noise), _check_solver(solver)
     schedule = schedule or edm_schedule()
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule or None, got {type(schedule).__name__}")
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
     times = schedule.sigma_inv(sigmas.to(torch.float64)).tolist()  # t_i = sigma^-1(sigma_i), float64
     x = noise * (sigmas[0].item() * schedule.s(torch.tensor(times[0], dtype=torch.float64)).item())
     path = [x]
     for i in range(len(sigmas) - 1):
         t_cur, t_next = times[i], times[i + 1]
-        slope = ode_drift(denoiser, schedule, x, t_cur)
+        slope = _ode_drift(denoiser, schedule, x, t_cur)
         x_next = x + (t_next - t_cur) * slope
         if solver == "heun" and sigmas[i + 1] > 0:
-            slope_next = ode_drift(denoiser, schedule, x_next, t_next)
+            slope_next = _ode_drift(denoiser, schedule, x_next, t_next)
             x_next = x + (t_next - t_cur) * 0.5 * (slope + slope_next)
         x = x_next
         path.append(x)
@@ -594,6 +677,13 @@ def sample_stochastic(denoiser: Denoiser, sigmas: torch.Tensor, noise: torch.Ten
     sigmas, noise = _check_sigmas(sigmas), _check_noise(noise)
     churn = check_positive("churn", churn, allow_zero=True)
     s_noise = check_positive("s_noise", s_noise)
+    s_tmin = check_positive("s_tmin", s_tmin, allow_zero=True)
+    if not (isinstance(s_tmax, int | float) and not isinstance(s_tmax, bool) and s_tmax > s_tmin):
+        raise ValueError(f"s_tmax must be a number > s_tmin={s_tmin} (inf: everywhere), got {s_tmax!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
     n = len(sigmas) - 1
     levels = sigmas.tolist()
     x = noise * levels[0]
@@ -636,11 +726,17 @@ def eps_model_from_denoiser(denoiser: Denoiser,
     Returns:
         ``model(x_t (B, d), t_scaled (B,)) -> eps_hat (B, d)``.
     """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
+    check_tensor("alpha_bar", alpha_bar, ("T",))
     s_all, sigma_all = ddpm_s_sigma(alpha_bar)
     steps = len(alpha_bar)
 
     def model(x_t: torch.Tensor, t_scaled: torch.Tensor) -> torch.Tensor:
         t = torch.round(torch.as_tensor(t_scaled, dtype=torch.float64) * steps).long().expand(len(x_t))
+        if t.min() < 0 or t.max() >= steps:  # a negative step would wrap around to the end
+            raise ValueError(f"t_scaled must be t / T with t in [0, {steps}), got steps in "
+                             f"[{t.min().item()}, {t.max().item()}]")
         s, sigma = s_all[t].to(x_t.dtype)[:, None], sigma_all[t].to(x_t.dtype)  # (B, 1), (B,)
         x_hat = x_t / s
         return (x_hat - denoiser(x_hat, sigma)) / sigma[:, None]
