@@ -31,7 +31,10 @@ def test_guided_eps_endpoints_are_the_conditional_and_unconditional_models():
 @given(w=st.floats(-1.0, 20.0))
 def test_guided_eps_matches_the_guidance_scale_form(w):
     g = torch.Generator().manual_seed(1)
-    cond, uncond = torch.randn(4, 2, dtype=torch.float64, generator=g), torch.randn(4, 2, dtype=torch.float64, generator=g)
+    cond, uncond = (
+        torch.randn(4, 2, dtype=torch.float64, generator=g),
+        torch.randn(4, 2, dtype=torch.float64, generator=g),
+    )
     s = ld.weight_to_scale(w)
     reference = uncond + s * (cond - uncond)  # diffusers / Stable Diffusion's form
     torch.testing.assert_close(ld.guided_eps(cond, uncond, w), reference, rtol=1e-12, atol=1e-12)
@@ -51,8 +54,9 @@ def test_guided_model_endpoints_call_the_network_with_the_right_labels():
         cond, uncond = net(x, t, labels), net(x, t, torch.full((6,), 4))
         torch.testing.assert_close(ld.guided_model(net, labels, 0.0)(x, t), cond, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(ld.guided_model(net, labels, -1.0)(x, t), uncond, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(ld.guided_model(net, labels, 1.5)(x, t), 2.5 * cond - 1.5 * uncond,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            ld.guided_model(net, labels, 1.5)(x, t), 2.5 * cond - 1.5 * uncond, rtol=1e-5, atol=1e-5
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +66,8 @@ class GaussianClasses(ld.ConditionalTimeMLP):
     r"""The exact :math:`E[\epsilon \mid z_t]` when :math:`z_0 \mid c \sim \mathcal N(\mu_c, \sigma_c^2 I)`.
 
     :math:`z_t = \sqrt{\bar\alpha} z_0 + \sqrt{1-\bar\alpha}\epsilon` is Gaussian, so
-    :math:`E[\epsilon \mid z_t] = \sqrt{1-\bar\alpha}\,(z_t - \sqrt{\bar\alpha}\mu_c) / (\bar\alpha\sigma_c^2 + 1 - \bar\alpha)`.
+    :math:`E[\epsilon \mid z_t] = \sqrt{1-\bar\alpha}\,(z_t - \sqrt{\bar\alpha}\mu_c)
+    / (\bar\alpha\sigma_c^2 + 1 - \bar\alpha)`.
     The null class is its own Gaussian.
     """
 
@@ -148,8 +153,14 @@ def test_conditional_loss_is_zero_for_a_perfect_predictor():
             return x / (1 - ab).sqrt()
 
     oracle = Oracle(3, num_classes=2, hidden=2, depth=1, embed_dim=2)
-    loss = ld.conditional_epsilon_loss(oracle, torch.zeros(64, 3), torch.zeros(64, dtype=torch.long), alpha_bar,
-                                       0.5, generator=torch.Generator().manual_seed(0))
+    loss = ld.conditional_epsilon_loss(
+        oracle,
+        torch.zeros(64, 3),
+        torch.zeros(64, dtype=torch.long),
+        alpha_bar,
+        0.5,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert loss.item() < 1e-10
 
 
@@ -159,8 +170,9 @@ def test_train_conditional_denoiser_lowers_the_loss_and_trains_the_null_class():
     labels = torch.arange(300) % 3
     latents = torch.randn(300, 2) * 0.1 + labels[:, None].float()
     before = net.class_embedding.weight[3].clone()
-    losses = ld.train_conditional_denoiser(net, latents, labels, ld.GuidanceConfig(T=100, steps=150, batch_size=64),
-                                           progress=False)
+    losses = ld.train_conditional_denoiser(
+        net, latents, labels, ld.GuidanceConfig(T=100, steps=150, batch_size=64), progress=False
+    )
     assert sum(losses[-20:]) / 20 < 0.8 * sum(losses[:20]) / 20
     assert not torch.equal(before, net.class_embedding.weight[3])  # dropout reached the null class
 
@@ -217,7 +229,9 @@ def test_bad_arguments_raise_with_the_argument_name():
     with pytest.raises(ValueError, match="labels"):
         ld.guided_model(net, torch.tensor([0, 3]), 1.0)  # the null class is not a condition
     with pytest.raises(ValueError, match="labels"):
-        ld.guided_ddim_sample(net, torch.tensor([0, 1]), 1.0, a, ld.GuidanceConfig(T=10).schedule_tensors()[1], 5)
+        ld.guided_ddim_sample(
+            net, torch.tensor([0, 1]), 1.0, a, ld.GuidanceConfig(T=10).schedule_tensors()[1], 5
+        )
     with pytest.raises(ValueError, match="embed_dim"):
         ld.ConditionalTimeMLP(2, embed_dim=5)
     ae = ld.DigitsAutoencoder(latent_dim=4, hidden=16)

@@ -90,7 +90,9 @@ def _check_batch(name: str, x: object, dim: int | None = None) -> torch.Tensor:
 def _check_labels(name: str, labels: object, batch: int, num_labels: int) -> torch.Tensor:
     """Integer labels ``(B,)`` in ``[0, num_labels)`` (``num_labels`` counts the null class if allowed)."""
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be an integer torch.Tensor of shape ({batch},), got {type(labels).__name__}")
+        raise TypeError(
+            f"{name} must be an integer torch.Tensor of shape ({batch},), got {type(labels).__name__}"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
     if labels.shape != (batch,):
@@ -111,7 +113,7 @@ def _check_weight(w: object) -> float:
 # 1. The autoencoder: pixels <-> a few latent numbers
 # --------------------------------------------------------------------------------------------
 class DigitsAutoencoder(nn.Module):
-    r"""An MLP autoencoder for 8×8 digits: :math:`E: \mathbb R^{64} \to \mathbb R^d`, :math:`D: \mathbb R^d \to \mathbb R^{64}`.
+    r"""An MLP autoencoder for 8×8 digits: :math:`E: \mathbb R^{64} \to \mathbb R^d` and a decoder :math:`D`.
 
     Encoder ``64 -> hidden -> hidden/2 -> d`` and decoder ``d -> hidden/2 -> hidden -> 64``, SiLU
     between layers, pixels in the model's scale :math:`[-1, 1]` (:func:`tutorlib.diffusion.digits_to_model`).
@@ -130,11 +132,17 @@ class DigitsAutoencoder(nn.Module):
         check_int("hidden", hidden, minimum=2)
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(
-            nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden // 2), nn.SiLU(),
+            nn.Linear(64, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden // 2),
+            nn.SiLU(),
             nn.Linear(hidden // 2, latent_dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, hidden // 2), nn.SiLU(), nn.Linear(hidden // 2, hidden), nn.SiLU(),
+            nn.Linear(latent_dim, hidden // 2),
+            nn.SiLU(),
+            nn.Linear(hidden // 2, hidden),
+            nn.SiLU(),
             nn.Linear(hidden, 64),
         )
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
@@ -153,7 +161,7 @@ class DigitsAutoencoder(nn.Module):
         return (self.encode_raw(x) - self.latent_mean) / self.latent_std
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        r"""Pixels (model scale) from standardised latents, :math:`D(\mu + \sigma z)`: ``(B, d) -> (B, 64)``."""
+        r"""Pixels (model scale) from standardised latents :math:`D(\mu + \sigma z)`: ``(B, d) -> (B, 64)``"""
         z = _check_batch("z", z, self.latent_dim)
         return self.decoder(self.latent_mean + self.latent_std * z)
 
@@ -162,7 +170,7 @@ class DigitsAutoencoder(nn.Module):
 
     @torch.no_grad()
     def fit_latent_stats(self, x: torch.Tensor) -> None:
-        """Set :math:`\\mu, \\sigma` to the per-coordinate mean and std of :math:`E(x)` over ``x`` ``(N, 64)``."""
+        """Set :math:`\\mu, \\sigma` to the per-coordinate mean and std of :math:`E(x)` over ``x`` (N, 64)."""
         x = _check_batch("x", x, 64)
         if len(x) < 2:
             raise ValueError(f"x must hold at least 2 images to estimate a std, got {len(x)}")
@@ -179,7 +187,9 @@ class AutoencoderConfig:
     batch_size: int = 256  #: images per step
     lr: float = 2e-3  #: Adam's learning rate (cosine decay to lr * 0.05)
     latent_noise: float = 0.05  #: std of Gaussian noise added to h in training: a smooth decoder
-    latent_penalty: float = 1e-3  #: weight of mean(h^2), keeps the latent scale near 1 (noise is relative to it)
+    latent_penalty: float = (
+        1e-3  #: weight of mean(h^2), keeps the latent scale near 1 (noise is relative to it)
+    )
     seed: int = 0  #: seeds the batches and the latent noise
 
     def __post_init__(self) -> None:
@@ -196,7 +206,8 @@ def train_autoencoder(
 ) -> list[float]:
     r"""Train ``autoencoder`` in place on ``data`` ``(N, 64)`` (model scale), then fit its latent statistics.
 
-    .. math::  L = \frac{1}{64} \lVert D(E(x) + \sigma_n n) - x \rVert^2 + \lambda\, \frac1d \lVert E(x) \rVert^2,
+    .. math::  L = \frac{1}{64} \lVert D(E(x) + \sigma_n n) - x \rVert^2
+               + \lambda\, \frac1d \lVert E(x) \rVert^2,
                \qquad n \sim \mathcal N(0, I)
 
     The small latent noise :math:`\sigma_n` (``latent_noise``) asks nearby latents to decode to
@@ -216,7 +227,9 @@ def train_autoencoder(
 
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps, eta_min=config.lr * 0.05)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.steps, eta_min=config.lr * 0.05
+    )
     losses = []
     autoencoder.train()
     for _ in trange(config.steps, desc="training the autoencoder", disable=not progress, leave=False):
@@ -251,8 +264,9 @@ class ConditionalTimeMLP(nn.Module):
     :math:`[0, K]` -> ``(B, dim)``.
     """
 
-    def __init__(self, dim: int, num_classes: int = 10, hidden: int = 256, depth: int = 3,
-                 embed_dim: int = 32) -> None:
+    def __init__(
+        self, dim: int, num_classes: int = 10, hidden: int = 256, depth: int = 3, embed_dim: int = 32
+    ) -> None:
         super().__init__()
         check_int("dim", dim)
         check_int("num_classes", num_classes)
@@ -295,7 +309,7 @@ class ConditionalTimeMLP(nn.Module):
 def drop_labels(
     labels: torch.Tensor, p_uncond: float, null_class: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    r"""Replace each label by the null class :math:`\varnothing` independently with probability :math:`p_{\text{uncond}}`.
+    r"""Replace each label by the null class :math:`\varnothing` with probability :math:`p_{\text{uncond}}`.
 
     The training trick of classifier-free guidance (Ho & Salimans 2022, Algorithm 1): one network,
     trained on :math:`(z, c)` pairs where a fraction :math:`p_{\text{uncond}}` of the labels is
@@ -330,10 +344,11 @@ def conditional_epsilon_loss(
     p_uncond: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""DDPM's noise-prediction loss with a condition that is dropped with probability :math:`p_{\text{uncond}}`.
+    r"""DDPM's noise-prediction loss, the condition dropped with probability :math:`p_{\text{uncond}}`.
 
     .. math::  L = \mathbb E_{t, z_0, c, \epsilon, \text{drop}}
-               \big\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t} z_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\
+               \big\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t} z_0
+               + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\
                \text{drop} ? \varnothing : c) \big\rVert^2
 
     The noising is :func:`tutorlib.diffusion.q_sample`; the network sees :math:`t/T`
@@ -392,10 +407,13 @@ class GuidanceConfig:
 
 
 def train_conditional_denoiser(
-    model: ConditionalTimeMLP, latents: torch.Tensor, labels: torch.Tensor, config: GuidanceConfig,
+    model: ConditionalTimeMLP,
+    latents: torch.Tensor,
+    labels: torch.Tensor,
+    config: GuidanceConfig,
     progress: bool = True,
 ) -> list[float]:
-    """Train ``model`` in place with :func:`conditional_epsilon_loss` on ``latents`` ``(N, d)`` and ``labels`` ``(N,)``.
+    """Train ``model`` in place with :func:`conditional_epsilon_loss` on ``latents`` (N, d), ``labels`` (N,).
 
     The loop of :func:`tutorlib.diffusion.train_denoiser` (Adam, cosine decay, gradient clipping,
     optional weight averaging) with labels and label dropout; that function's model takes no
@@ -418,10 +436,13 @@ def train_conditional_denoiser(
     average = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
     losses = []
     model.train()
-    for _ in trange(config.steps, desc="training the conditional denoiser", disable=not progress, leave=False):
+    for _ in trange(
+        config.steps, desc="training the conditional denoiser", disable=not progress, leave=False
+    ):
         index = torch.randint(0, len(latents), (config.batch_size,), generator=generator)
-        loss = conditional_epsilon_loss(model, latents[index], labels[index], alpha_bar, config.p_uncond,
-                                        generator=generator)
+        loss = conditional_epsilon_loss(
+            model, latents[index], labels[index], alpha_bar, config.p_uncond, generator=generator
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -442,7 +463,7 @@ def train_conditional_denoiser(
 # 3. Classifier-free guidance
 # --------------------------------------------------------------------------------------------
 def scale_to_weight(s: float) -> float:
-    r"""Stable Diffusion's guidance scale :math:`s` to Ho & Salimans' weight :math:`w = s - 1` (:math:`s \ge 0`)."""
+    r"""Stable Diffusion's guidance scale :math:`s \ge 0` to Ho & Salimans' weight :math:`w = s - 1`."""
     return check_real("s", s, low=0.0) - 1.0
 
 
@@ -473,7 +494,8 @@ def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> to
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(value).__name__}")
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(
-            f"eps_uncond must have the shape of eps_cond {tuple(eps_cond.shape)}, got {tuple(eps_uncond.shape)}"
+            f"eps_uncond must have the shape of eps_cond {tuple(eps_cond.shape)}, "
+            f"got {tuple(eps_uncond.shape)}"
         )
     w = _check_weight(w)
     return (1 + w) * eps_cond - w * eps_uncond
@@ -482,7 +504,7 @@ def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> to
 def guided_model(
     model: ConditionalTimeMLP, labels: torch.Tensor, w: float
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    r"""Wrap the conditional network as the ``model(x_t, t / T)`` that :mod:`tutorlib.diffusion`'s samplers call.
+    r"""Wrap the conditional network as the ``model(x_t, t / T)`` that the DDIM/DDPM samplers call.
 
     Each call evaluates :math:`\epsilon_\theta(x_t, t, c)` and :math:`\epsilon_\theta(x_t, t, \varnothing)`
     in one batch of :math:`2B` (so guidance doubles the cost of a step) and returns
@@ -496,7 +518,9 @@ def guided_model(
     if not isinstance(model, ConditionalTimeMLP):
         raise TypeError(f"model must be a ConditionalTimeMLP, got {type(model).__name__}")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D integer tensor (B,), got {getattr(labels, 'shape', labels)!r}")
+        raise ValueError(
+            f"labels must be a 1-D integer tensor (B,), got {getattr(labels, 'shape', labels)!r}"
+        )
     labels = _check_labels("labels", labels, labels.shape[0], model.num_classes)
     w = _check_weight(w)
     null = torch.full_like(labels, model.null_class)
@@ -527,7 +551,8 @@ def guided_ddim_sample(
     Args:
         model: the conditional network; labels: ``(B,)``; w: the guidance weight.
         z_T: starting noise ``(B, d)``; alpha_bar: ``(T,)``; steps, eta, generator: as in
-            :func:`tutorlib.diffusion.ddim_sample` (:math:`2S` network evaluations in :math:`S` batched calls).
+            :func:`tutorlib.diffusion.ddim_sample` (:math:`2S` network evaluations in :math:`S`
+            batched calls).
         clip_x0: clip the predicted clean latent :math:`\hat z_0` to :math:`[-c, c]` at every step (the
             latents are standardised, so :math:`c \approx 3`): strong guidance overshoots, and
             without a clip its latents leave the region the decoder was trained on (Imagen's
@@ -556,11 +581,13 @@ def linear_flops(model: nn.Module, batch: int = 1) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_int("batch", batch)
-    return sum(2 * m.in_features * m.out_features * batch for m in model.modules() if isinstance(m, nn.Linear))
+    return sum(
+        2 * m.in_features * m.out_features * batch for m in model.modules() if isinstance(m, nn.Linear)
+    )
 
 
 def class_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module | None = None) -> float:
-    r"""The share of ``images`` ``(N, 64)`` (pixels in :math:`[0, 16]`) that a classifier assigns to ``labels`` ``(N,)``.
+    r"""The share of ``images`` (N, 64) (pixels in :math:`[0, 16]`) classified as ``labels`` (N,).
 
     The judge is :func:`tutorlib.metrics.digits_classifier` (trained on real digits) unless
     ``classifier`` (pixels :math:`/ 16` in, 10 logits out) is given. The toy version of the
