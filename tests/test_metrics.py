@@ -54,7 +54,10 @@ def test_gaussian_fit_matches_numpy():
     f = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
     mu, sigma = metrics.gaussian_fit(f)
     np.testing.assert_allclose(mu, f.double().numpy().mean(0), rtol=1e-12)
-    np.testing.assert_allclose(sigma, np.cov(f.double().numpy(), rowvar=False), rtol=1e-10)
+    # the unbiased covariance written out, not the np.cov that gaussian_fit calls
+    centred = f.double() - f.double().mean(0)
+    by_hand = sum(torch.outer(row, row) for row in centred) / (len(f) - 1)
+    np.testing.assert_allclose(sigma, by_hand.numpy(), rtol=1e-10)
 
 
 def _halves():
@@ -155,3 +158,31 @@ def test_sample_wasserstein_is_zero_on_itself_and_symmetric():
 def test_sample_wasserstein_rejects_bad_input(x, y, p, error, match):
     with pytest.raises(error, match=match):
         metrics.sample_wasserstein(x, y, p=p)
+
+
+def test_frechet_distance_refuses_what_is_not_a_covariance():
+    eye = np.eye(2)
+    # a negative-definite "covariance" used to give a plausible number
+    with pytest.raises(ValueError, match="sigma2 must be positive semi-definite"):
+        metrics.frechet_distance(np.zeros(2), eye, np.zeros(2), -eye)
+    with pytest.raises(ValueError, match="sigma1 must be a symmetric covariance"):
+        metrics.frechet_distance(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]), np.zeros(2), eye)
+    with pytest.raises(ValueError, match="mu1 must be finite"):
+        metrics.frechet_distance(np.array([np.nan, 0.0]), eye, np.zeros(2), eye)
+    # closed form for commuting covariances: |mu1-mu2|^2 + sum (sqrt(a) - sqrt(b))^2
+    value = metrics.frechet_distance(np.array([1.0, 0.0]), np.diag([4.0, 1.0]),
+                                     np.zeros(2), np.diag([1.0, 9.0]))
+    assert value == pytest.approx(1.0 + (2 - 1) ** 2 + (1 - 3) ** 2, rel=1e-10)
+    with pytest.raises(ValueError, match="features must be finite"):
+        metrics.gaussian_fit(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
+
+
+def test_digit_features_feed_the_classifier_output_layer():
+    x, y = metrics.load_digits_tensor()
+    features = metrics.digit_features(x[:50])
+    assert features.shape == (50, 64) and bool((features >= 0).all())  # after a ReLU
+    net = metrics.digits_classifier()
+    torch.testing.assert_close(net[4](features), net(x[:50] / 16))  # the rest of the network
+    assert (net[4](features).argmax(1) == y[:50]).float().mean() > 0.95
+    with pytest.raises(ValueError, match=r"images must have shape \(N, 64\)"):
+        metrics.digit_features(torch.zeros(5, 63))

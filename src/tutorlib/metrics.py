@@ -105,6 +105,8 @@ def gaussian_fit(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must have shape (N, D) with N >= 2, got {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError("features must be finite, got an array containing NaN or inf")
     return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
 
 
@@ -130,6 +132,16 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(
             f"sigma1 and sigma2 must have shape ({d}, {d}), got {sigma1.shape} and {sigma2.shape}"
         )
+    for name, value in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} must be finite, got an array containing NaN or inf")
+    for name, value in (("sigma1", sigma1), ("sigma2", sigma2)):
+        scale = max(float(np.abs(value).max()), 1e-300)
+        if np.abs(value - value.T).max() > 1e-8 * scale:
+            raise ValueError(f"{name} must be a symmetric covariance matrix")
+        lowest = float(np.linalg.eigvalsh(value).min())
+        if lowest < -1e-6 * scale:  # a sample covariance is PSD up to round-off
+            raise ValueError(f"{name} must be positive semi-definite, got an eigenvalue {lowest:.3g}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular products are handled below
         covmean = linalg.sqrtm(sigma1 @ sigma2)
@@ -174,7 +186,7 @@ def sample_wasserstein(x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:
     ys = _as_points(y, "y")
     if xs.shape[1] != ys.shape[1]:
         raise ValueError(f"x and y must have the same dimension d, got {xs.shape[1]} and {ys.shape[1]}")
-    if p not in (1, 2):
+    if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     M = pot.dist(xs, ys, metric="sqeuclidean" if p == 2 else "euclidean")
     cost = pot.emd2(np.full(len(xs), 1 / len(xs)), np.full(len(ys), 1 / len(ys)), M, numItermax=10**7)
