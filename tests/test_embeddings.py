@@ -330,6 +330,44 @@ def test_training_lowers_the_loss_and_learns_analogies(small_corpus, model):
     assert not torch.equal(result.snapshots[10], result.snapshots[0])
 
 
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_two_full_batch_steps_equal_autograd_sgd(model):
+    """train_word2vec's hand-written updates (index_add_, CBOW's 1/n share) == SGD on autograd's gradient."""
+    sentences = cp.generate_corpus(40, seed=1)
+    vocab = cp.build_vocab(sentences)
+    tokens, sentence_ids = cp.encode(sentences, vocab)
+    config = emb.Word2VecConfig(model=model, dim=4, negatives=3, threshold=None, epochs=2,
+                                batch_size=100_000, lr=0.5, seed=7)  # one batch per epoch
+    result = emb.train_word2vec(tokens, sentence_ids, vocab.counts, config)
+    # replay the same random draws, in the same order, with autograd doing the calculus
+    V, d, k = len(vocab), 4, 3
+    g = torch.Generator().manual_seed(7)
+    W = (torch.rand(V, d, generator=g) - 0.5) / d
+    C = torch.zeros(V, d)
+    table = emb.noise_table(vocab.counts, 0.75)
+    if model == "skipgram":
+        inputs, targets = emb.skipgram_pairs(tokens, sentence_ids, 2)
+    else:
+        targets, inputs = emb.cbow_examples(tokens, sentence_ids, 2)
+    for lr in (0.5, 0.25):  # the rate decays linearly: half of it in the second of two epochs
+        order = torch.randperm(len(targets), generator=g)
+        noise = table[torch.randint(len(table), (len(order), k), generator=g)]
+        W, C = W.clone().requires_grad_(), C.clone().requires_grad_()
+        if model == "skipgram":
+            h = W[inputs[order]]
+        else:
+            ctx = inputs[order]
+            h = torch.stack([W[row[row >= 0]].mean(0) for row in ctx])  # mean of the context vectors
+        loss = emb.sgns_loss(h, C[targets[order]], C[noise]).sum()
+        grad_W, grad_C = torch.autograd.grad(loss, (W, C))
+        W, C = (W - lr * grad_W).detach(), (C - lr * grad_C).detach()
+    assert result.steps == 2
+    torch.testing.assert_close(result.input_vectors, W, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result.output_vectors, C, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(result.input_vectors, (torch.rand(V, d, generator=torch.Generator().manual_seed(7))
+                                                  - 0.5) / d)  # W did move in step 2
+
+
 def test_training_is_reproducible(small_corpus):
     _, vocab, tokens, sentence_ids = small_corpus
     config = emb.Word2VecConfig(dim=8, epochs=1, seed=5)
