@@ -479,13 +479,43 @@ def test_other_bad_arguments_are_refused():
         tot.sinkhorn(a, b, M, "0.1")
     with pytest.raises(ValueError, match=r"max_iter must be an int >= 1"):
         tot.sinkhorn(a, b, M, 0.1, max_iter=0)
-    with pytest.raises(ValueError, match=r"tol must be >= 0"):
+    with pytest.raises(ValueError, match=r"tol must be finite and >= 0"):
         tot.sinkhorn(a, b, M, 0.1, tol=-1.0)
     with pytest.raises(ValueError, match=r"M must be finite"):
         tot.emd(a, b, M.clone().fill_(float("nan")))
-    with pytest.raises(ValueError, match=r"p must be a number >= 1"):
+    with pytest.raises(ValueError, match=r"p must be a finite number in"):
         tot.wasserstein_1d(torch.zeros(3), torch.zeros(3), p=0.5)
     with pytest.raises(ValueError, match=r"t must be in \[0, 1\]"):
         tot.displacement_interpolation(torch.zeros(3, 2), torch.zeros(3, 2), torch.eye(3) / 3, 1.5)
     with pytest.raises(ValueError, match=r"x and y must have the same shape"):
         tot.train_critic(torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+def test_wasserstein_1d_refuses_p_infinity_and_other_bad_orders():
+    x, y = torch.tensor([0.0, 1.0]), torch.tensor([0.0, 3.0])
+    # W_inf would be 2 here; the formula with p = inf used to return 1.0 for any input
+    with pytest.raises(ValueError, match=r"p must be a finite number in \[1, inf\)"):
+        tot.wasserstein_1d(x, y, p=float("inf"))
+    with pytest.raises(ValueError, match="p must be a finite number"):
+        tot.wasserstein_1d(x, y, p=0.5)
+    with pytest.raises(TypeError, match="p must be a real number"):
+        tot.wasserstein_1d(x, y, p="2")
+    assert tot.wasserstein_1d(x, y, p=1).item() == pytest.approx(1.0)  # half the mass moves by 2
+
+
+def test_critic_pieces_check_their_arguments():
+    with pytest.raises(ValueError, match=r"CriticConfig\.gp_weight must be finite and >= 0"):
+        tot.CriticConfig(gp_weight=-1.0)
+    with pytest.raises(ValueError, match=r"CriticConfig\.betas entries must be a finite number"):
+        tot.CriticConfig(betas=(0.5, 1.0))
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        tot.Critic(dim=0)
+    critic = tot.Critic(dim=2)
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor \(N, 2\)"):
+        critic(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="x must be finite"):
+        tot.critic_estimate(critic, torch.full((3, 2), float("nan")), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"z must be a point cloud"):
+        tot.c_transform(torch.zeros(3), torch.zeros(2, 2), torch.zeros(2))
+    with pytest.raises(TypeError, match="critic must be callable"):
+        tot.gradient_penalty(None, torch.zeros(3, 2), torch.zeros(3, 2))

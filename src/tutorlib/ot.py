@@ -40,6 +40,8 @@ from scipy import sparse
 from scipy.optimize import linprog
 from torch import nn
 
+from tutorlib.validation import check_fields, check_int, check_nonnegative, check_positive, check_real
+
 __all__ = [
     "ConvergenceWarning",
     "Critic",
@@ -82,6 +84,11 @@ def _as_tensor(x: object, name: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} must be finite, got a tensor containing inf or nan")
     return x
+
+
+def _check_critic(critic: object) -> None:
+    if not callable(critic):
+        raise TypeError(f"critic must be callable, (N, d) -> (N,), got {type(critic).__name__}")
 
 
 def _sum_tolerance(dtype: torch.dtype) -> float:
@@ -168,8 +175,7 @@ def cost_matrix(x: torch.Tensor, y: torch.Tensor, p: float = 2.0) -> torch.Tenso
     x, y = _as_points(x, "x"), _as_points(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
-    if not p > 0:
-        raise ValueError(f"p must be > 0, got {p}")
+    p = check_positive("p", p)
     diff = x[:, None, :] - y[None, :, :]  # (n, m, d)
     squared = diff.pow(2).sum(-1)  # (n, m)
     if p == 2:
@@ -221,8 +227,8 @@ def wasserstein_1d(
         raise ValueError(
             f"x and y must have the same leading (batch) shape, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
-    if isinstance(p, bool) or not isinstance(p, int | float) or not p >= 1:
-        raise ValueError(f"p must be a number >= 1, got {p!r}")
+    # p = inf (W_infinity) is not the limit of this formula: refuse it rather than return 1
+    p = check_real("p", p, 1.0)
     n, m = x.shape[-1], y.shape[-1]
     a = _uniform(n, x) if x_weights is None else _as_weights(x_weights, "x_weights", n, batched=False)
     b = _uniform(m, y) if y_weights is None else _as_weights(y_weights, "y_weights", m, batched=False)
@@ -443,8 +449,7 @@ def sinkhorn_solve(
     reg = _check_reg(reg)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+    tol = check_nonnegative("tol", tol)
     tol_used = max(tol, 50 * torch.finfo(M.dtype).eps)  # below this, round-off dominates
 
     try:
@@ -616,19 +621,32 @@ class CriticConfig:
     betas: tuple[float, float] = (0.5, 0.9)  #: Adam betas (Gulrajani et al. 2017)
     gp_weight: float = 10.0  #: λ, the weight of the gradient penalty (Gulrajani et al. 2017)
 
+    def __post_init__(self) -> None:
+        check_fields(self, {"hidden": check_int, "steps": check_int, "lr": check_positive,
+                            "gp_weight": check_nonnegative, "betas": _check_betas})
+
+
+def _check_betas(name: str, value: object) -> tuple[float, float]:
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"{name} must be two numbers in [0, 1), got {value!r}")
+    return tuple(check_real(f"{name} entries", b, 0.0, 1.0, high_open=True) for b in value)  # type: ignore
 
 class Critic(nn.Module):
     r"""A small MLP critic :math:`f_\theta: \mathbb{R}^d \to \mathbb{R}`. Shapes: ``(N, d) -> (N,)``."""
 
     def __init__(self, dim: int = 2, hidden: int = 64) -> None:
         super().__init__()
-        if dim < 1 or hidden < 1:
-            raise ValueError(f"dim and hidden must be >= 1, got dim={dim}, hidden={hidden}")
+        self.dim = check_int("dim", dim)
+        check_int("hidden", hidden)
         self.net = nn.Sequential(
             nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2
+                or x.shape[1] != self.dim):
+            raise ValueError(f"x must be a floating-point tensor (N, {self.dim}), got "
+                             f"{getattr(x, 'shape', type(x).__name__)} {getattr(x, 'dtype', '')}")
         return self.net(x).squeeze(-1)
 
 
@@ -638,6 +656,10 @@ def critic_estimate(critic: CriticFn, x: torch.Tensor, y: torch.Tensor) -> torch
     For a 1-Lipschitz :math:`f` it is at most :math:`W_1(\mu, \nu)`, with equality at the best
     :math:`f` (Kantorovich–Rubinstein duality).
     """
+    _check_critic(critic)
+    x, y = _as_points(x, "x"), _as_points(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
     return critic(x).mean() - critic(y).mean()
 
 
@@ -659,10 +681,14 @@ def gradient_penalty(
     References:
         Gulrajani et al. (2017), "Improved training of Wasserstein GANs", Algorithm 1.
     """
+    _check_critic(critic)
+    x, y = _as_points(x, "x"), _as_points(y, "y")
     if x.shape != y.shape:
         raise ValueError(
             f"x and y must have the same shape to be paired, got {tuple(x.shape)} and {tuple(y.shape)}"
         )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     t = torch.rand(x.shape[0], 1, generator=generator, dtype=x.dtype).to(x.device)
     x_hat = (t * x + (1 - t) * y).requires_grad_(True)  # (N, d)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)  # (N, d)
@@ -698,8 +724,9 @@ def train_critic(
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     config = config or CriticConfig()
-    if config.steps < 1 or config.lr <= 0 or config.gp_weight < 0:
-        raise ValueError(f"config needs steps >= 1, lr > 0, gp_weight >= 0, got {config}")
+    if not isinstance(config, CriticConfig):
+        raise TypeError(f"config must be a CriticConfig or None, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
     critic = Critic(x.shape[1], config.hidden).to(device=x.device, dtype=x.dtype)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
     history = []
@@ -730,6 +757,9 @@ def c_transform(z: torch.Tensor, y: torch.Tensor, g: torch.Tensor, p: float = 1.
     Returns:
         ``(N,)`` tensor.
     """
+    z, y = _as_points(z, "z"), _as_points(y, "y")
+    if z.shape[1] != y.shape[1]:
+        raise ValueError(f"z and y must have the same dimension d, got {z.shape[1]} and {y.shape[1]}")
     g = _as_tensor(g, "g")
     if g.shape != (y.shape[0],):
         raise ValueError(f"g must have shape (len(y),) = ({y.shape[0]},), got {tuple(g.shape)}")
@@ -748,6 +778,7 @@ def lipschitz_on_support(critic: CriticFn, points: torch.Tensor) -> float:
         points: ``(N, d)``, e.g. ``torch.cat([x, y])``.
     """
     points = _as_points(points, "points")
+    _check_critic(critic)
     with torch.no_grad():
         values = critic(points).double()  # (N,); slopes in float64 so round-off does not pass for slope
         gaps = (values[:, None] - values[None, :]).abs()  # (N, N)
