@@ -16,6 +16,8 @@ from sklearn.neighbors import NearestNeighbors
 from tutorlib import corpus as cp
 from tutorlib import embeddings as emb
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: SGD steps on tiny tensors
+
 
 @pytest.fixture(scope="module")
 def small_corpus():

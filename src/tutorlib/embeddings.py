@@ -401,6 +401,10 @@ def train_word2vec(tokens: torch.Tensor, sentence_ids: torch.Tensor, counts: tor
 
     Initialisation as in word2vec.c: :math:`W \\sim U(-0.5/d, 0.5/d)`, :math:`C = 0`.
 
+    Speed: every step works on tensors of a few thousand numbers, so the cost is per-operation
+    overhead. Call ``torch.set_num_threads(1)`` first: on a busy 2-core machine the default two
+    threads made the unit tests' training runs about 50 times slower.
+
     Args:
         tokens, sentence_ids: the corpus, ``(N,)`` int64 each (see ``tutorlib.corpus.encode``).
         counts: ``(V,)`` word counts, for the noise distribution and subsampling.
