@@ -400,3 +400,40 @@ def test_benchmark_script_exits_with_a_clear_message_without_cuda():
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert "needs a CUDA GPU" in result.stderr
+
+
+def test_flash_forward_and_backward_match_autograd_of_the_naive_attention():
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 7, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    do = torch.randn(1, 2, 7, 4, generator=g, dtype=torch.float64)
+    scale = 0.5
+    for causal in (False, True):
+        o, lse = fl.flash_forward(q, k, v, causal, 3, 2, scale)
+        s = scale * q @ k.transpose(-2, -1)
+        if causal:
+            s = s.masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+        torch.testing.assert_close(o, torch.softmax(s, -1) @ v)
+        torch.testing.assert_close(lse, torch.logsumexp(s, -1))
+        dq, dk, dv = fl.flash_backward(q, k, v, o, lse, do, causal, 3, 2, scale)
+        qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+        s = scale * qq @ kk.transpose(-2, -1)
+        if causal:
+            s = s.masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float("-inf"))
+        (torch.softmax(s, -1) @ vv).backward(do)
+        for ours, ref in ((dq, qq.grad), (dk, kk.grad), (dv, vv.grad)):
+            torch.testing.assert_close(ours, ref)
+
+
+def test_flash_forward_refuses_block_sizes_that_leave_the_output_uninitialised():
+    q = torch.zeros(1, 1, 4, 2)
+    with pytest.raises(ValueError, match="block_q must be >= 1, got -1"):
+        fl.flash_forward(q, q, q, False, -1, 2, 1.0)  # used to return torch.empty's memory
+    with pytest.raises(TypeError, match="block_k must be an int"):
+        fl.flash_forward(q, q, q, False, 2, 2.0, 1.0)
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        fl.flash_forward(q, q, q, False, 2, 2, -1.0)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        fl.flash_forward(q, q, q, 1, 2, 2, 1.0)
+    o, lse = fl.flash_forward(q, q, q, False, 2, 2, 1.0)
+    with pytest.raises(ValueError, match=r"lse must be a torch.float32 tensor of shape \(1, 1, 4\)"):
+        fl.flash_backward(q, q, q, o, lse[..., :3], o, False, 2, 2, 1.0)

@@ -97,6 +97,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
         if x.numel() == 0:
             raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+        if x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # O(N d) vs O(N^2 d)
+            raise ValueError(f"{name} must be finite, got a tensor containing NaN or inf")
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not q.device == k.device == v.device:
@@ -116,6 +118,19 @@ def _check_positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def _check_tiling(q, k, v, causal, block_q, block_k, scale) -> None:
+    """The arguments of :func:`flash_forward` and :func:`flash_backward` (a negative block size
+    would leave the output uninitialised)."""
+    _check_qkv(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+    _check_positive_int("block_q", block_q)
+    _check_positive_int("block_k", block_k)
+    if scale is None or isinstance(scale, bool) or not isinstance(scale, int | float):
+        raise TypeError(f"scale must be a number > 0, got {type(scale).__name__} {scale!r}")
+    _resolve_scale(scale, q.shape[-1])
 
 
 def _resolve_scale(scale: float | None, d: int) -> float:
@@ -185,6 +200,8 @@ def softmax_three_pass(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "meta" and bool(torch.isnan(x).any()):  # -inf (masked) is fine, NaN is not
+        raise ValueError("x must not contain NaN (-inf, a masked score, is fine)")
     m = x.amax(dim=dim, keepdim=True)  # pass 1: read x
     ell = torch.exp(x - m).sum(dim=dim, keepdim=True)  # pass 2: read x
     return torch.exp(x - m) / ell  # pass 3: read x, write y
@@ -221,6 +238,8 @@ def online_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "meta" and bool(torch.isnan(x).any()):  # -inf (masked) is fine, NaN is not
+        raise ValueError("x must not contain NaN (-inf, a masked score, is fine)")
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension, got a scalar")
     xt = x.movedim(dim, -1)  # (..., n): the loop runs over the last axis
@@ -246,6 +265,8 @@ class OnlineSoftmaxTrace:
 
     def partial(self, j: int) -> torch.Tensor:
         """The softmax of ``x[:j+1]`` from the state after step ``j``: :math:`e^{x_i - m_j}/\\ell_j`."""
+        if isinstance(j, bool) or not isinstance(j, int | np.integer):
+            raise TypeError(f"j must be an int in [0, {len(self.x)}), got {type(j).__name__} {j!r}")
         if not 0 <= j < len(self.x):
             raise ValueError(f"j must be in [0, {len(self.x)}), got {j}")
         return torch.exp(self.x[: j + 1] - self.m[j]) / self.ell[j]
@@ -262,6 +283,8 @@ def online_softmax_steps(x: torch.Tensor) -> OnlineSoftmaxTrace:
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    if x.device.type != "meta" and bool(torch.isnan(x).any()):  # -inf (masked) is fine, NaN is not
+        raise ValueError("x must not contain NaN (-inf, a masked score, is fine)")
     if x.ndim != 1 or x.numel() == 0:
         raise ValueError(f"x must have shape (n,) with n >= 1, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -349,7 +372,7 @@ def _causal_mask_(s: torch.Tensor, q0: int, k0: int) -> torch.Tensor:
 def flash_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, block_q: int, block_k: int, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tiled forward pass (no argument checks; call :func:`flash_attention`).
+    """The tiled forward pass (:func:`flash_attention` is the differentiable entry point).
 
     For each query block :math:`Q_i` (:math:`b_q` rows) and each key block :math:`K_j, V_j`:
 
@@ -373,6 +396,7 @@ def flash_forward(
     Returns:
         ``o`` of shape ``(B, H, N_q, d)`` and the log-sum-exp ``lse`` :math:`L`, shape ``(B, H, N_q)``.
     """
+    _check_tiling(q, k, v, causal, block_q, block_k, scale)
     B, H, n_q, _ = q.shape
     n_k = k.shape[2]
     o = torch.empty_like(q)  # (B, H, N_q, d)
@@ -423,6 +447,11 @@ def flash_backward(
     Returns:
         ``dq, dk, dv`` with the shapes of ``q, k, v``.
     """
+    _check_tiling(q, k, v, causal, block_q, block_k, scale)
+    for name, t, shape in (("o", o, q.shape), ("do", do, q.shape), ("lse", lse, q.shape[:3])):
+        if not isinstance(t, torch.Tensor) or t.shape != shape or t.dtype != q.dtype:
+            raise ValueError(f"{name} must be a {q.dtype} tensor of shape {tuple(shape)}, got "
+                             f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}")
     n_q, n_k = q.shape[2], k.shape[2]
     dq = torch.zeros_like(q)  # (B, H, N_q, d)
     dk, dv = torch.empty_like(k), torch.empty_like(v)  # (B, H, N_k, d)
@@ -702,10 +731,12 @@ class Traffic:
     blocks: tuple[int, int] = (0, 0)  #: tile sizes the simulation used: (rows, columns)
 
     def read(self, name: str, n: int) -> None:
-        self.reads[name] = self.reads.get(name, 0) + n
+        """Count ``n >= 0`` elements of matrix ``name`` read from slow memory."""
+        self.reads[_check_name(name)] = self.reads.get(name, 0) + _check_count(n)
 
     def write(self, name: str, n: int) -> None:
-        self.writes[name] = self.writes.get(name, 0) + n
+        """Count ``n >= 0`` elements of matrix ``name`` written to slow memory."""
+        self.writes[_check_name(name)] = self.writes.get(name, 0) + _check_count(n)
 
     @property
     def total(self) -> int:
@@ -713,10 +744,23 @@ class Traffic:
         return sum(self.reads.values()) + sum(self.writes.values())
 
 
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (the matrix), got {name!r}")
+    return name
+
+
+def _check_count(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise ValueError(f"n must be an int >= 0 (a number of elements), got {n!r}")
+    return int(n)
+
+
 def flash_block_sizes(M: int, d: int) -> tuple[int, int]:
     """Algorithm 1's tiles for fast memory of ``M`` elements: :math:`B_c = \\lceil M/4d \\rceil`,
     :math:`B_r = \\min(\\lceil M/4d \\rceil, d)`. Each of the blocks of Q, K, V, O then takes at most
     a quarter of the memory (Dao et al. 2022, Algorithm 1, line 1)."""
+    M, d = _check_positive_int("M", M), _check_positive_int("d", d)
     b_c = math.ceil(M / (4 * d))
     return min(b_c, d), b_c
 
@@ -724,6 +768,7 @@ def flash_block_sizes(M: int, d: int) -> tuple[int, int]:
 def standard_tile_size(M: int, d: int) -> int:
     """The tile side :math:`b` of the standard algorithm's matrix products: the largest with
     :math:`2bd + b^2 \\le M` (a row block of Q, a row block of K and the tile of S fit together)."""
+    M, d = _check_positive_int("M", M), _check_positive_int("d", d)
     return math.isqrt(d * d + M) - d
 
 
