@@ -388,9 +388,44 @@ def test_train_rl_runs_both_objectives_and_leaves_the_start_alone():
         _, history = R.train_rl(start, task, cfg)
         assert history.iteration == [0, 2, 3] and len(history.step_kl) == 3
         assert history.kl_ref[0] == pytest.approx(0.0, abs=1e-6)
-        assert all(0 <= a <= 1 for a in history.accuracy)
+        # iteration 0 is the start policy, measured with the generator seeded seed + 1
+        again = R.evaluate(start, start, task, 2, torch.Generator().manual_seed(cfg.seed + 1))
+        assert history.accuracy[0] == again["accuracy"] and history.length[0] == again["length"]
+        n = 16 * 2  # prompts times samples: every accuracy is a count over n answers
+        assert all(abs(a * n - round(a * n)) < 1e-9 for a in history.accuracy)
     assert all(torch.equal(p, q) for p, q in zip(before, start.parameters(), strict=True))
     with pytest.raises(ValueError, match="objective"):
         R.train_rl(start, task, R.RLConfig(objective="ppo"))
     with pytest.raises(ValueError, match="k"):
         R.train_rl(start, task, R.RLConfig(k=1))
+
+
+def test_prompts_refuse_operands_wider_than_the_task():
+    task = R.AdditionTask(9)
+    with pytest.raises(ValueError, match=r"a must hold operands in \[0, max_operand=9\]"):
+        task.prompts(torch.tensor([50]), torch.tensor([1]))  # 50 used to be written "0"
+    with pytest.raises(ValueError, match=r"b must have shape \(P,\) with P = 1"):
+        task.prompts(torch.tensor([5]), torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="a must be a integer tensor"):
+        task.prompts(torch.tensor([5.0]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="n must hold integers in"):
+        R.digits(torch.tensor([123]), 2)
+    assert R.digits(torch.tensor([7, 42]), 2).tolist() == [[0, 7], [4, 2]]
+
+
+def test_configs_and_policy_check_their_arguments():
+    with pytest.raises(ValueError, match=r"RLConfig\.clip_eps must be finite and > 0"):
+        R.RLConfig(clip_eps=-0.2)
+    with pytest.raises(ValueError, match=r"RLConfig\.objective must be one of"):
+        R.RLConfig(objective="ppo")
+    with pytest.raises(ValueError, match=r"WarmupConfig\.steps must be >= 1"):
+        R.WarmupConfig(steps=0)
+    policy = R.WindowPolicy(4, 3, d_embed=2, hidden=4)
+    with pytest.raises(ValueError, match=r"prompts and answers must hold token ids in \[0, 14\)"):
+        policy(torch.tensor([[0, 10, 1, 99]]), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="prompts must be an integer tensor"):
+        policy(torch.zeros(1, 4), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="logp must be finite"):
+        R.k3_kl(torch.tensor([float("nan")]), torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="leading_zeros must be >= 0"):
+        R.encode_answers(torch.tensor([3]), torch.tensor([-1]), 4)

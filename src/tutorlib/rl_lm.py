@@ -56,7 +56,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tutorlib.validation import check_int, check_positive
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_tensor,
+)
 
 #: Token ids: the digits are their own ids; then "+", "=", the end token and padding.
 PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
@@ -103,11 +110,13 @@ def _check_tokens(logp: object, mask: object, rewards: torch.Tensor, **others: o
     mask = _tensor("mask", mask, 3, "(B, k, T)")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-    for name, value in {"mask": mask, **others}.items():
+    for name, value in {"mask": mask, "logp": logp, **others}.items():
         value = _tensor(name, value, 3, "(B, k, T)")
         if value.shape != logp.shape:
             raise ValueError(f"{name} has shape {tuple(value.shape)}; expected {tuple(logp.shape)} "
                              "like logp")
+        if name != "mask":
+            check_tensor(name, value)  # float, finite
     lengths = mask.sum(-1)
     if (lengths == 0).any():
         raise ValueError("mask marks an empty answer (no token at all) for at least one sample; "
@@ -163,6 +172,15 @@ def group_normalised_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> tor
     # A constant group gets exactly 0 (its mean may differ from its values by one rounding step,
     # which ``std > 0`` alone would blow up to +-0.8).
     constant = rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True)
+    # with eps = 0, rewards that differ by ~1e-200 have a std that underflows to 0: there,
+    # standardise the centred rewards divided by their largest magnitude (same number, no underflow)
+    tiny = (std == 0) & ~constant
+    if eps == 0 and bool(tiny.any()):
+        largest = centred.abs().amax(dim=1, keepdim=True)
+        rescaled = centred / torch.where(tiny, largest, torch.ones_like(largest))
+        std = torch.where(tiny, rescaled.std(dim=1, keepdim=True) * largest, std)
+        centred = torch.where(tiny, rescaled, centred)
+        std = torch.where(tiny, std / largest, std)
     scale = torch.where(constant, torch.ones_like(std), std + eps)
     return (centred / scale).masked_fill(constant, 0.0)
 
@@ -252,6 +270,7 @@ def kimi_length_reward(lengths: torch.Tensor, correct: torch.Tensor) -> torch.Te
     if correct.shape != lengths.shape:
         raise ValueError(f"correct has shape {tuple(correct.shape)}; expected {tuple(lengths.shape)} "
                          "like lengths")
+    check_tensor("lengths", lengths, dtype="real")
     if lengths.numel() == 0:
         raise ValueError(f"lengths is empty (shape {tuple(lengths.shape)}); need B >= 1 and k >= 1")
     if (lengths < 0).any():
@@ -288,6 +307,8 @@ def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(logp, torch.Tensor) or not isinstance(logp_ref, torch.Tensor):
         raise TypeError("logp and logp_ref must be torch.Tensors")
+    check_tensor("logp", logp)
+    check_tensor("logp_ref", logp_ref)
     if logp.shape != logp_ref.shape:
         raise ValueError(f"logp {tuple(logp.shape)} and logp_ref {tuple(logp_ref.shape)} must have "
                          "the same shape")
@@ -385,13 +406,25 @@ class AdditionTask:
         return a.reshape(-1), b.reshape(-1)
 
     def prompts(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Token ids of "a+b=", shape ``(P, L)``."""
+        """Token ids of "a+b=", shape ``(P, L)``, for operands ``a, b`` ``(P,)`` in ``[0, max_operand]``."""
+        dims: dict[str, int] = {}
+        for name, value in (("a", a), ("b", b)):
+            check_tensor(name, value, ("P",), dims=dims, dtype="int")
+            if len(value) and (value.min() < 0 or value.max() > self.max_operand):
+                # 50 in a task of width 1 would be written "0"
+                raise ValueError(f"{name} must hold operands in [0, max_operand={self.max_operand}], got "
+                                 f"values in [{value.min().item()}, {value.max().item()}]")
         return torch.cat([digits(a, self.width), torch.full((len(a), 1), PLUS),
                           digits(b, self.width), torch.full((len(a), 1), EQUALS)], dim=1)
 
 
 def digits(n: torch.Tensor, width: int) -> torch.Tensor:
     """Decimal digits of non-negative integers, most significant first: ``(N,)`` -> ``(N, width)``."""
+    width = check_int("width", width)
+    check_tensor("n", n, ("N",), dtype="int")
+    if len(n) and (n.min() < 0 or n.max() >= 10**width):
+        raise ValueError(f"n must hold integers in [0, 10**width = {10**width}) so that no digit is lost, "
+                         f"got values in [{n.min().item()}, {n.max().item()}]")
     powers = 10 ** torch.arange(width - 1, -1, -1)
     return (n[:, None] // powers) % 10
 
@@ -406,6 +439,12 @@ def encode_answers(values: torch.Tensor, leading_zeros: torch.Tensor, max_new_to
     Returns:
         ``(N, T)`` token ids.
     """
+    dims: dict[str, int] = {}
+    for name, value in (("values", values), ("leading_zeros", leading_zeros)):
+        check_tensor(name, value, ("N",), dims=dims, dtype="int")
+        if len(value) and value.min() < 0:
+            raise ValueError(f"{name} must be >= 0, got a minimum of {value.min().item()}")
+    check_int("max_new_tokens", max_new_tokens)
     rows = []
     for v, z in zip(values.tolist(), leading_zeros.tolist(), strict=True):
         tokens = [0] * z + [int(c) for c in str(v)] + [EOS]
@@ -435,6 +474,9 @@ def addition_reward(answers: torch.Tensor, mask: torch.Tensor, target: torch.Ten
     if answers.shape != mask.shape or answers.shape[:-1] != target.shape:
         raise ValueError(f"answers {tuple(answers.shape)}, mask {tuple(mask.shape)} and target "
                          f"{tuple(target.shape)} must be (..., T), (..., T) and (...)")
+    check_tensor("answers", answers, dtype="int")
+    check_tensor("mask", mask, dtype="bool")
+    check_tensor("target", target, dtype="int")
     is_eos = (answers == EOS) & mask
     has_eos = is_eos.any(-1)
     body = mask & ~is_eos  # the tokens before the end token
@@ -484,10 +526,16 @@ class WindowPolicy(nn.Module):
 
         The logits at position ``t`` depend only on the prompt and ``answers[:, :t]``.
         """
-        N = prompts.shape[0]
+        for name, value in (("prompts", prompts), ("answers", answers)):
+            if not isinstance(value, torch.Tensor) or value.is_floating_point() or value.dtype == torch.bool:
+                raise TypeError(f"{name} must be an integer tensor of token ids, got "
+                                f"{getattr(value, 'dtype', type(value).__name__)}")
+        N = prompts.shape[0] if prompts.ndim else 0
         if prompts.shape != (N, self.L) or answers.shape != (N, self.T):
             raise ValueError(f"expected prompts (N, {self.L}) and answers (N, {self.T}), got "
                              f"{tuple(prompts.shape)} and {tuple(answers.shape)}")
+        if N and (min(prompts.min(), answers.min()) < 0 or max(prompts.max(), answers.max()) >= VOCAB_SIZE):
+            raise ValueError(f"prompts and answers must hold token ids in [0, {VOCAB_SIZE})")
         seen = answers[:, None, :].masked_fill(self.future, PAD)  # (N, T, T): row t shows y_<t
         window = torch.cat([prompts[:, None, :].expand(N, self.T, self.L), seen], -1)  # (N, T, L+T)
         position = torch.eye(self.T).expand(N, self.T, self.T)  # (N, T, T): one-hot of t
@@ -518,6 +566,9 @@ def sample_answers(
     """
     _tensor("prompts", prompts, 2, "(B, L)")
     k = check_int("k", k)
+    _check_policy(policy)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     B, T = prompts.shape[0], policy.T
     prompts = prompts.repeat_interleave(k, dim=0)  # (B*k, L)
     answers = torch.full((B * k, T), PAD)
@@ -532,6 +583,11 @@ def sample_answers(
     return answers.reshape(B, k, T), mask.reshape(B, k, T)
 
 
+def _check_policy(policy: object, name: str = "policy") -> None:
+    if not isinstance(policy, WindowPolicy):
+        raise TypeError(f"{name} must be a WindowPolicy, got {type(policy).__name__}")
+
+
 def answer_log_probs(policy: WindowPolicy, prompts: torch.Tensor, answers: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:
     """Token log-probabilities :math:`\\log\\pi(y_t | x, y_{<t})` of given answers.
@@ -542,7 +598,13 @@ def answer_log_probs(policy: WindowPolicy, prompts: torch.Tensor, answers: torch
     Returns:
         ``(B, k, T)``, 0 where ``mask`` is false; differentiable in the policy's parameters.
     """
+    _check_policy(policy)
+    _tensor("answers", answers, 3, "(B, k, T)")
     B, k, T = answers.shape
+    _tensor("prompts", prompts, 2, "(B, L)")
+    if prompts.shape[0] != B:
+        raise ValueError(f"prompts must have {B} rows to match answers (B, k, T), got {tuple(prompts.shape)}")
+    check_tensor("mask", mask, (B, k, T), dtype="bool")
     logits = policy(prompts.repeat_interleave(k, 0), answers.reshape(B * k, T))  # (B*k, T, 13)
     target = answers.reshape(B * k, T).clamp(max=N_ACTIONS - 1)  # PAD -> any id; masked below
     logp = torch.gather(F.log_softmax(logits, -1), 2, target[..., None])[..., 0]  # (B*k, T)
@@ -565,6 +627,19 @@ class WarmupConfig:
     hidden: int = 64
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self, {"steps": check_int, "batch": check_int, "lr": check_positive,
+                            "max_leading_zeros": (check_int, 0), "max_new_tokens": check_int,
+                            "d_embed": check_int, "hidden": check_int, "seed": (check_int, 0)})
+
+
+def _check_task_and_config(task: object, cfg: object, kind: type) -> None:
+    if not isinstance(task, AdditionTask):
+        raise TypeError(f"task must be an AdditionTask, got {type(task).__name__}")
+    if not isinstance(cfg, kind):
+        raise TypeError(f"cfg must be a {kind.__name__}, got {type(cfg).__name__}")
+    cfg.__post_init__()  # fields may have been changed after construction
+
 
 def warmup_policy(task: AdditionTask, cfg: WarmupConfig) -> WindowPolicy:
     """Supervised warm-up on answers that are *random* sums in :math:`[0, 2\\,\\mathrm{max\\_operand}]`.
@@ -573,6 +648,7 @@ def warmup_policy(task: AdditionTask, cfg: WarmupConfig) -> WindowPolicy:
     learn the format (digits, up to ``max_leading_zeros`` zeros in front, then the end token) and
     the uniform distribution over possible sums: its accuracy is chance, :math:`1/(2m+1)`.
     """
+    _check_task_and_config(task, cfg, WarmupConfig)
     g = torch.Generator().manual_seed(cfg.seed)
     with torch.random.fork_rng():  # seed the initial weights without touching the caller's RNG
         torch.manual_seed(cfg.seed)
@@ -612,6 +688,16 @@ class RLConfig:
     eval_samples: int = 16  #: answers per prompt when measuring accuracy
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "objective": (check_choice, ("kimi", "grpo")), "iterations": check_int,
+            "prompts_per_iteration": check_int, "k": (check_int, 2), "inner_steps": check_int,
+            "lr": check_positive, "tau": check_positive, "beta": check_nonnegative,
+            "clip_eps": check_positive, "length_weight": check_nonnegative,
+            "length_warmup": (check_int, 0), "eval_every": check_int, "eval_samples": check_int,
+            "seed": (check_int, 0),
+        })
+
 
 @dataclass
 class RLHistory:
@@ -633,6 +719,11 @@ def evaluate(policy: WindowPolicy, reference: WindowPolicy, task: AdditionTask, 
     estimated by the mean of :math:`\\log\\pi_\\theta(y|x) - \\log\\pi_{ref}(y|x)` over the
     samples, which is unbiased because :math:`y \\sim \\pi_\\theta`.
     """
+    _check_policy(policy)
+    _check_policy(reference, "reference")
+    if not isinstance(task, AdditionTask):
+        raise TypeError(f"task must be an AdditionTask, got {type(task).__name__}")
+    check_int("samples", samples)
     a, b = task.operands()
     prompts = task.prompts(a, b)
     answers, mask = sample_answers(policy, prompts, samples, generator)
@@ -656,11 +747,8 @@ def train_rl(start: WindowPolicy, task: AdditionTask, cfg: RLConfig,
     Returns:
         The trained policy and an :class:`RLHistory`.
     """
-    if cfg.objective not in ("kimi", "grpo"):
-        raise ValueError(f"cfg.objective must be 'kimi' or 'grpo', got {cfg.objective!r}")
-    check_int("cfg.k", cfg.k, minimum=2)
-    check_int("cfg.iterations", cfg.iterations)
-    check_int("cfg.inner_steps", cfg.inner_steps)
+    _check_task_and_config(task, cfg, RLConfig)
+    _check_policy(start, "start")
     policy, reference = copy.deepcopy(start), copy.deepcopy(start).requires_grad_(False)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
