@@ -109,7 +109,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult", "ot.SinkhornResult", "rl_lm.RLHistory", "flash.OnlineSoftmaxTrace",
-              "flash.Tile"}
+              "flash.Tile", "gan.GANRun", "gan.Snapshot", "gan.ModeCoverage"}
 MODULE = ""
 TIMEOUT_S = 1.0
 ROOT = Path(__file__).resolve().parent.parent

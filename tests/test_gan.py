@@ -251,9 +251,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="loss must be one of"):
         gan.published_config("hinge")
     data = torch.zeros(10, 2)
-    with pytest.raises(ValueError, match=r"config\.loss must be one of"):
+    with pytest.raises(ValueError, match=r"GANConfig\.loss must be one of"):
         gan.train_gan(data, gan.Generator(), tot.Critic(), gan.GANConfig(loss="hinge"), progress=False)
-    with pytest.raises(ValueError, match=r"config\.steps must be >= 1"):
+    with pytest.raises(ValueError, match=r"GANConfig\.steps must be >= 1"):
         gan.train_gan(data, gan.Generator(), tot.Critic(), gan.GANConfig(steps=0), progress=False)
     with pytest.raises(ValueError, match=r"data must have shape \(N, d\)"):
         gan.train_gan(torch.zeros(10), gan.Generator(), tot.Critic(), progress=False)
@@ -261,7 +261,7 @@ def test_bad_arguments():
         gan.train_gan(data, gan.Generator(), tot.Critic(), {"steps": 3}, progress=False)
     with pytest.raises(TypeError, match="latent_dim"):
         gan.train_gan(data, nn.Linear(2, 2), tot.Critic(), progress=False)
-    with pytest.raises(ValueError, match=r"config\.betas must be two numbers in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"GANConfig\.betas entries must be a finite number in \[0, 1\)"):
         gan.train_gan(data, gan.Generator(), tot.Critic(), gan.GANConfig(betas=(0.5, 1.0)), progress=False)
     with pytest.raises(ValueError, match="hidden must be >= 1"):
         gan.Critic(2, 0)
@@ -279,3 +279,18 @@ def test_generator_grad_norm_matches_manual_backward():
     assert got == pytest.approx(manual, rel=1e-6)
     with pytest.raises(TypeError, match="loss_fn must be a function"):
         gan.generator_grad_norm(net, critic, "minimax", z)
+
+
+def test_losses_and_config_refuse_nan_and_bad_fields():
+    with pytest.raises(ValueError, match="real_logits must be finite"):
+        gan.discriminator_loss(torch.tensor([float("nan")]), torch.zeros(1))
+    with pytest.raises(ValueError, match="fake_scores must be finite"):
+        gan.generator_loss_wgan(torch.tensor([float("inf")]))
+    with pytest.raises(ValueError, match=r"GANConfig\.gp_weight must be finite and >= 0"):
+        gan.GANConfig(gp_weight=-1.0)
+    with pytest.raises(ValueError, match=r"GANConfig\.optimizer must be one of"):
+        gan.GANConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"z must be a floating-point tensor \(B, 2\)"):
+        gan.Generator()(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="data must be finite"):
+        gan.train_gan(torch.full((10, 2), float("nan")), gan.Generator(), tot.Critic(), progress=False)

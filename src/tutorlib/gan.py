@@ -44,7 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from tutorlib import ot as tot
-from tutorlib.validation import check_int, check_positive
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "LOSSES",
@@ -86,7 +95,7 @@ def _as_scores(x: object, name: str) -> torch.Tensor:
         raise ValueError(
             f"{name} must have shape (B,) with B >= 1 (one score per sample), got {tuple(x.shape)}"
         )
-    return x
+    return check_finite(name, x)
 
 
 
@@ -152,6 +161,8 @@ def mode_coverage(
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must have shape (N, D) with N >= 1, got {tuple(x.shape)}")
+    check_finite("samples", samples)
+    check_finite("centers", centers)
     if samples.shape[1] != centers.shape[1]:
         raise ValueError(
             f"samples and centers must have the same dimension, got {samples.shape[1]} and {centers.shape[1]}"
@@ -201,7 +212,9 @@ class Generator(nn.Module):
             raise ValueError(
                 f"skip needs latent_dim == out_dim, got latent_dim={latent_dim}, out_dim={out_dim}"
             )
-        self.latent_dim, self.skip = latent_dim, float(skip)
+        if not isinstance(bounded, bool):
+            raise TypeError(f"bounded must be a bool, got {type(bounded).__name__} {bounded!r}")
+        self.latent_dim, self.skip = latent_dim, check_real("skip", skip)
         blocks: list[nn.Module] = []
         width = latent_dim
         for _ in range(layers):
@@ -213,6 +226,9 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.shape[-1:] != (self.latent_dim,):
+            raise ValueError(f"z must be a floating-point tensor (B, {self.latent_dim}), got "
+                             f"{getattr(z, 'dtype', type(z).__name__)} {tuple(getattr(z, 'shape', ()))}")
         out = self.net(z)  # (B, d)
         return out + self.skip * z if self.skip else out
 
@@ -348,6 +364,10 @@ def generator_grad_norm(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a function of the fake scores, got {type(loss_fn).__name__}")
+    for name, net in (("generator_net", generator_net), ("critic_net", critic_net)):
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
+    check_tensor("z", z, (None, None))
     params = [p for p in generator_net.parameters() if p.requires_grad]
     loss = loss_fn(critic_net(generator_net(z)))
     grads = torch.autograd.grad(loss, params)
@@ -388,6 +408,22 @@ class GANConfig:
     lr_decay: bool = False
     snapshot_every: int = 50  #: record a :class:`Snapshot` every this many generator updates
     snapshot_size: int = 256  #: samples per snapshot (fixed noise, so snapshots are comparable)
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "loss": (check_choice, LOSSES), "optimizer": (check_choice, ("adam", "rmsprop")),
+            "steps": check_int, "batch_size": check_int, "n_critic": check_int,
+            "snapshot_every": check_int, "snapshot_size": check_int, "lr": check_positive,
+            "clip": check_positive, "gp_weight": check_nonnegative, "betas": _check_betas,
+        })
+        if not isinstance(self.lr_decay, bool):
+            raise TypeError(f"GANConfig.lr_decay must be a bool, got {self.lr_decay!r}")
+
+
+def _check_betas(name: str, value: object) -> tuple[float, float]:
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"{name} must be two numbers in [0, 1), got {value!r}")
+    return tuple(check_real(f"{name} entries", b, 0.0, 1.0, high_open=True) for b in value)  # type: ignore
 
 
 #: Published defaults per game: DCGAN's Adam settings (Radford et al. 2016) for the two classic
@@ -442,17 +478,7 @@ class GANRun:
 def _check_config(config: GANConfig) -> None:
     if not isinstance(config, GANConfig):
         raise TypeError(f"config must be a GANConfig, got {type(config).__name__}")
-    if config.loss not in LOSSES:
-        raise ValueError(f"config.loss must be one of {LOSSES}, got {config.loss!r}")
-    if config.optimizer not in ("adam", "rmsprop"):
-        raise ValueError(f"config.optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
-    for name in ("steps", "batch_size", "n_critic", "snapshot_every", "snapshot_size"):
-        check_int(f"config.{name}", getattr(config, name))
-    check_positive("config.lr", config.lr)
-    check_positive("config.clip", config.clip)
-    check_positive("config.gp_weight", config.gp_weight, allow_zero=True)
-    if len(config.betas) != 2 or not all(0 <= b < 1 for b in config.betas):
-        raise ValueError(f"config.betas must be two numbers in [0, 1), got {config.betas!r}")
+    config.__post_init__()  # fields may have been changed after construction
 
 
 def _optimizer(params: object, config: GANConfig) -> torch.optim.Optimizer:
@@ -498,6 +524,7 @@ def train_gan(
         raise TypeError(f"data must be a floating-point torch.Tensor, got {type(data).__name__}")
     if data.ndim != 2 or data.shape[0] < 2:
         raise ValueError(f"data must have shape (N, d) with N >= 2, got {tuple(data.shape)}")
+    check_finite("data", data)
     for name, net in (("generator_net", generator_net), ("critic_net", critic_net)):
         if not isinstance(net, nn.Module):
             raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
