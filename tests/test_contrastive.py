@@ -360,3 +360,11 @@ def test_errors_name_the_argument():
         cl.linear_probe(z, torch.arange(4), z, torch.arange(4), C=-1.0)
     with pytest.raises(ValueError, match="projection"):
         cl.SimCLR(projection=0)
+    with pytest.raises(ValueError, match="x"):
+        cl.SimCLR()(torch.rand(2, 4, 4))
+    with pytest.raises(TypeError, match="x"):
+        cl.SimCLR()(torch.ones(2, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        cl.label_subset(torch.tensor([0, -1]), 0.5, generator=gen())
+    with pytest.raises(ValueError, match="test_labels"):
+        cl.linear_probe(z, torch.arange(4), z, torch.tensor([0, 1, 2, -3]))

@@ -439,12 +439,17 @@ class SimCLR(nn.Module):
                  projection: int = 32) -> None:
         super().__init__()
         projection = check_int("projection", projection)
+        self.in_features = in_features
         self.encoder = make_encoder(in_features, hidden, features)
         self.head = nn.Sequential(nn.Linear(features, features), nn.ReLU(),
                                   nn.Linear(features, projection))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W) -> (B, projection)``, the projections :math:`z`."""
+        """``(B, H, W) -> (B, projection)``, the projections :math:`z`; ``H * W = in_features``."""
+        x = check_tensor("x", x, ("B", None, None), finite=False)  # no NaN scan: every training step
+        if x.shape[1] * x.shape[2] != self.in_features:
+            raise ValueError(
+                f"x must have shape (B, H, W) with H * W = {self.in_features}, got {tuple(x.shape)}")
         return self.head(self.encoder(x))
 
 
@@ -610,6 +615,8 @@ def label_subset(labels: torch.Tensor, fraction: float, *, generator: torch.Gene
     """Indices of a class-stratified random subset: ``max(1, round(fraction * n_c))`` of each
     class ``c`` (so even 1 % keeps one example per class). Returns a sorted ``(M,)`` long tensor."""
     labels = check_tensor("labels", labels, (None,), dtype="int")
+    if labels.numel() and labels.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0, got min {labels.min().item()}")
     fraction = check_real("fraction", fraction, 0.0, 1.0, low_open=True)
     generator = _check_generator(generator)
     picked = []
@@ -650,6 +657,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor,
     test_features = check_tensor("test_features", test_features, ("M", "D"), dims=dims)
     train_labels = _check_labels(train_labels, train_features.shape[0], name="train_labels")
     test_labels = check_tensor("test_labels", test_labels, (test_features.shape[0],), dtype="int")
+    if test_labels.numel() and test_labels.min() < 0:
+        raise ValueError(f"test_labels must be class indices >= 0, got min {test_labels.min().item()}")
     C = check_positive("C", C)
     max_iter = check_int("max_iter", max_iter)
     if torch.unique(train_labels).numel() < 2:
