@@ -152,3 +152,23 @@ def test_bad_arguments_raise_with_the_argument_name():
         sde.reverse_sde_sample(sde.VESDE(), denoiser, torch.zeros(4, dtype=f64))
     with pytest.raises(ValueError, match="eps must match"):
         sde.dsm_loss(lambda x, s: x, torch.zeros(3, 2), torch.ones(3), torch.zeros(2, 2))
+
+
+def test_sdes_and_samplers_check_their_arguments():
+    with pytest.raises(ValueError, match=r"t_end must be a finite number in \[0, 1\)"):
+        sde.VPSDE(t_end=-1.0)
+    vp = sde.VPSDE()
+    with pytest.raises(ValueError, match=r"t must be a finite number in \[0, 1\]"):
+        vp.beta(float("nan"))
+    with pytest.raises(ValueError, match=r"t must be a finite number in \[0, 1\]"):
+        sde.VESDE().sigma(2.0)
+    with pytest.raises(ValueError, match="noise must be finite"):
+        sde.probability_flow_sample(vp, lambda x, s: x, torch.full((2, 2), float("nan")), n_steps=2)
+    with pytest.raises(TypeError, match="sde must be a VPSDE or a VESDE"):
+        sde.reverse_sde_sample("vp", lambda x, s: x, torch.zeros(2, 2), n_steps=2)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        sde.probability_flow_sample(vp, lambda x, s: x, torch.zeros(2, 2), solver="rk4")
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        sde.dsm_loss(lambda x, s: x, torch.zeros(2, 2), torch.tensor([1.0, 0.0]), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="s must be finite and > 0"):
+        sde.score_from_denoiser(lambda x, s: x, torch.zeros(2, 2), -1.0, 0.5)

@@ -50,7 +50,15 @@ from dataclasses import dataclass
 import torch
 
 from tutorlib.edm import Denoiser, NoiseSchedule, vp_schedule
-from tutorlib.validation import check_int, check_points, check_positive
+from tutorlib.validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_points,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "VESDE",
@@ -89,6 +97,11 @@ def score_from_denoiser(denoiser: Denoiser, x: torch.Tensor, s: float,
         ``(B, d)``.
     """
     x = check_points("x", x)
+    s = check_positive("s", s)
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
+    if not isinstance(sigma, torch.Tensor):
+        check_positive("sigma", sigma)
     if isinstance(sigma, torch.Tensor):
         if sigma.shape != (len(x),):
             raise ValueError(f"sigma must be a float or have shape ({len(x)},), got {tuple(sigma.shape)}")
@@ -122,6 +135,13 @@ def dsm_loss(score: Score, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Ten
     x0, eps = check_points("x0", x0), check_points("eps", eps)
     if eps.shape != x0.shape or not isinstance(sigma, torch.Tensor) or sigma.shape != (len(x0),):
         raise ValueError(f"eps must match x0 {tuple(x0.shape)} and sigma must have shape ({len(x0)},)")
+    check_finite("x0", x0)
+    check_finite("eps", eps)
+    check_tensor("sigma", sigma)
+    if (sigma <= 0).any():
+        raise ValueError(f"sigma must be > 0, got min {sigma.min().item():g}")
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, sigma), got {type(score).__name__}")
     noisy = x0 + sigma[:, None] * eps
     residual = score(noisy, sigma) + eps / sigma[:, None]  # (B, d)
     return (sigma**2 * (residual**2).sum(1)).mean()
@@ -156,12 +176,15 @@ def annealed_langevin(score: Score, sigmas: torch.Tensor, noise: torch.Tensor, s
     Returns:
         Samples ``(B, d)``; the sampler calls ``score`` ``L * T (+1)`` times.
     """
-    noise = check_points("noise", noise)
+    noise = check_finite("noise", check_points("noise", noise))
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, sigma), got {type(score).__name__}")
     check_int("steps_per_level", steps_per_level)
     step_size = check_positive("step_size", step_size)
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or len(sigmas) == 0:
         got = getattr(sigmas, "shape", sigmas)
         raise ValueError(f"sigmas must be a 1-D tensor of noise levels, got {got}")
+    check_finite("sigmas", sigmas)
     if (sigmas <= 0).any() or (sigmas[1:] >= sigmas[:-1]).any():
         raise ValueError(f"sigmas must be positive and strictly decreasing, got {sigmas.tolist()}")
     levels = sigmas.tolist()
@@ -180,6 +203,11 @@ def annealed_langevin(score: Score, sigmas: torch.Tensor, noise: torch.Tensor, s
 # --------------------------------------------------------------------------------------------
 # 2. the two SDEs of Song et al. (2021)
 # --------------------------------------------------------------------------------------------
+def _check_time(t: object) -> float:
+    """A time in [0, 1] (the SDEs are defined there), as a float; cheap: called at every step."""
+    return check_real("t", t, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class VPSDE:
     r"""Variance-preserving SDE, the continuous-time DDPM.
@@ -201,15 +229,19 @@ class VPSDE:
     def __post_init__(self) -> None:
         check_positive("beta_min", self.beta_min)
         check_positive("beta_max", self.beta_max)
+        check_real("t_end", self.t_end, 0.0, 1.0, high_open=True)
         if self.beta_max <= self.beta_min:
             raise ValueError(f"beta_max must be > beta_min, got beta_min={self.beta_min}, "
                              f"beta_max={self.beta_max}")
 
     def beta(self, t: float) -> float:
+        """:math:`\\beta(t)` for :math:`t \\in [0, 1]`."""
+        t = _check_time(t)
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def drift(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """:math:`f(x, t) = -\\tfrac12 \\beta(t) x`."""
+        check_points("x", x)
         return -0.5 * self.beta(t) * x
 
     def diffusion(self, t: float) -> float:
@@ -239,15 +271,20 @@ class VESDE:
     def __post_init__(self) -> None:
         check_positive("sigma_min", self.sigma_min)
         check_positive("sigma_max", self.sigma_max)
+        check_real("t_end", self.t_end, 0.0, 1.0, high_open=True)
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={self.sigma_min}, "
                              f"sigma_max={self.sigma_max}")
 
     def sigma(self, t: float) -> float:
+        """:math:`\\sigma(t)` for :math:`t \\in [0, 1]`."""
+        t = _check_time(t)
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
     def drift(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """:math:`f = 0`."""
+        check_points("x", x)
+        _check_time(t)
         return torch.zeros_like(x)
 
     def diffusion(self, t: float) -> float:
@@ -274,13 +311,16 @@ def _marginal(sde: SDE, t: float) -> tuple[float, float]:
 
 
 def _time_grid(sde: SDE, n_steps: int) -> list[float]:
+    if not isinstance(sde, VPSDE | VESDE):
+        raise TypeError(f"sde must be a VPSDE or a VESDE, got {type(sde).__name__}")
     check_int("n_steps", n_steps)
     return torch.linspace(1.0, sde.t_end, n_steps + 1, dtype=torch.float64).tolist()
 
 
 def _prior(sde: SDE, noise: torch.Tensor) -> torch.Tensor:
     s, sigma = _marginal(sde, 1.0)
-    return check_points("noise", noise) * (s * sigma)  # x_1 ≈ s(1)σ(1)·n: the data are negligible
+    noise = check_finite("noise", check_points("noise", noise))
+    return noise * (s * sigma)  # x_1 ≈ s(1)σ(1)·n: the data are negligible
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +366,15 @@ def probability_flow_drift(sde: SDE, denoiser: Denoiser, x: torch.Tensor, t: flo
 
     It equals :func:`tutorlib.edm.ode_drift` for ``sde.schedule()``: two ways to write one ODE.
     """
+    if not isinstance(sde, VPSDE | VESDE):
+        raise TypeError(f"sde must be a VPSDE or a VESDE, got {type(sde).__name__}")
+    check_finite("x", check_points("x", x))
+    _check_time(t)
+    return _probability_flow_drift(sde, denoiser, x, t)
+
+
+def _probability_flow_drift(sde: SDE, denoiser: Denoiser, x: torch.Tensor, t: float) -> torch.Tensor:
+    """:func:`probability_flow_drift` without the NaN scan (called at every solver step)."""
     s, sigma = _marginal(sde, t)
     return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_from_denoiser(denoiser, x, s, sigma)
 
@@ -346,16 +395,16 @@ def probability_flow_sample(sde: SDE, denoiser: Denoiser, noise: torch.Tensor, n
     Returns:
         Samples ``(B, d)`` (and the path).
     """
-    if solver not in ("euler", "heun"):
-        raise ValueError(f"solver must be 'euler' or 'heun', got {solver!r}")
+    check_choice("solver", solver, ("euler", "heun"))
     times = _time_grid(sde, n_steps)
     x = _prior(sde, noise)
     path = [x]
     for t, t_next in itertools.pairwise(times):
-        slope = probability_flow_drift(sde, denoiser, x, t)
+        slope = _probability_flow_drift(sde, denoiser, x, t)
         x_next = x + (t_next - t) * slope
         if solver == "heun":
-            x_next = x + (t_next - t) * 0.5 * (slope + probability_flow_drift(sde, denoiser, x_next, t_next))
+            slope_next = _probability_flow_drift(sde, denoiser, x_next, t_next)
+            x_next = x + (t_next - t) * 0.5 * (slope + slope_next)
         x = x_next
         path.append(x)
     return (x, path) if return_path else x
