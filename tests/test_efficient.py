@@ -268,16 +268,20 @@ def test_checkpoint_sequential_equals_torch(segments):
     assert ours[2] == theirs[2]
 
 
-@pytest.mark.parametrize(("n", "k"), [(16, 4), (16, 8), (36, 6), (12, 3)])
-def test_checkpoint_peak_matches_k_plus_n_over_k(n, k):
+@pytest.mark.parametrize("n", [12, 13, 16])
+def test_checkpoint_peak_matches_the_segment_formula_for_every_k(n):
     width, batch = 8, 2
     net = em.make_mlp(n, width)
-    tracker = ef.SavedTensorTracker(exclude=list(net.parameters()))
-    with tracker:
-        ef.checkpoint_sequential(list(net), k, torch.randn(batch, width)).pow(2).sum().backward()
+    x = torch.randn(batch, width)
     unit = 4 * batch * width
-    # k-1 checkpoints + one segment of n/k blocks (5 units each) + the loss's saved input
-    assert tracker.peak_bytes == unit * ((k - 1) + 5 * (n // k) + 1)
+    for k in range(1, n + 1):
+        tracker = ef.SavedTensorTracker(exclude=list(net.parameters()))
+        with tracker:
+            ef.checkpoint_sequential(list(net), k, x).pow(2).sum().backward()
+        s = n // k
+        r = n - (k - 1) * s  # the last segment, kept whole, takes the remainder
+        # k-1 checkpoints + the largest segment alive at once (5 units per block) + the loss's input
+        assert tracker.peak_bytes == unit * ((k - 1) + 5 * max(s, r) + 1), k
 
 
 def test_checkpoint_recomputes_each_checkpointed_block_once():
