@@ -1,5 +1,6 @@
-"""tutorlib.contrastive: losses against F.cross_entropy and brute-force loops, the Gaussian
-critic against scipy, augmentations against slicing and F.interpolate, and every error path."""
+"""tutorlib.contrastive and contrastive_models: losses against F.cross_entropy and brute-force
+loops, the Gaussian critic against scipy, augmentations against slicing and F.interpolate, and
+every error path."""
 
 import math
 
@@ -15,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tutorlib import contrastive as cl
+from tutorlib import contrastive_models as cm
 
 f64 = torch.float64
 
@@ -184,25 +186,25 @@ def test_info_nce_bound_with_optimal_critic_tracks_small_mi_and_saturates_for_la
 def test_affine_view_identity_and_integer_shift_equal_slicing():
     img = torch.rand(3, 8, 8, generator=gen(14), dtype=f64)
     ones = torch.ones(3, dtype=f64)
-    assert torch.allclose(cl.affine_view(img, ones, torch.zeros(3, 2, dtype=f64)), img, atol=1e-12)
-    right = cl.affine_view(img, ones, torch.tensor([[1.0, 0.0]] * 3, dtype=f64))
+    assert torch.allclose(cm.affine_view(img, ones, torch.zeros(3, 2, dtype=f64)), img, atol=1e-12)
+    right = cm.affine_view(img, ones, torch.tensor([[1.0, 0.0]] * 3, dtype=f64))
     assert torch.allclose(right[:, :, :7], img[:, :, 1:], atol=1e-12)
     assert torch.all(right[:, :, 7] == 0)
-    down = cl.affine_view(img, ones, torch.tensor([[0.0, -2.0]] * 3, dtype=f64))
+    down = cm.affine_view(img, ones, torch.tensor([[0.0, -2.0]] * 3, dtype=f64))
     assert torch.allclose(down[:, 2:, :], img[:, :6, :], atol=1e-12)
     assert torch.all(down[:, :2, :] == 0)
 
 
 def test_affine_view_quarter_turn_equals_rot90():
     img = torch.rand(2, 8, 8, generator=gen(18), dtype=f64)
-    out = cl.affine_view(img, torch.ones(2, dtype=f64), torch.zeros(2, 2, dtype=f64),
+    out = cm.affine_view(img, torch.ones(2, dtype=f64), torch.zeros(2, 2, dtype=f64),
                          torch.full((2,), math.pi / 2, dtype=f64))
     assert torch.allclose(out, torch.rot90(img, 1, (1, 2)), atol=1e-12)
 
 
 def test_affine_view_centre_crop_matches_interpolate_inside():
     img = torch.rand(2, 8, 8, generator=gen(15), dtype=f64)
-    out = cl.affine_view(img, torch.full((2,), 0.5, dtype=f64), torch.zeros(2, 2, dtype=f64))
+    out = cm.affine_view(img, torch.full((2,), 0.5, dtype=f64), torch.zeros(2, 2, dtype=f64))
     ref = F.interpolate(img[:, None, 2:6, 2:6], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
     # the border pixels differ: interpolate clamps at the crop's edge, grid_sample reads beyond it
     assert torch.allclose(out[:, 1:7, 1:7], ref[:, 1:7, 1:7], atol=1e-12)
@@ -210,22 +212,22 @@ def test_affine_view_centre_crop_matches_interpolate_inside():
 
 def test_augment_shapes_determinism_and_neutral_config():
     img = torch.rand(5, 8, 8, generator=gen(16))
-    a = cl.augment(img, generator=gen(1))
+    a = cm.augment(img, generator=gen(1))
     assert a.shape == img.shape and a.dtype == img.dtype
-    assert torch.equal(a, cl.augment(img, generator=gen(1)))
-    assert not torch.allclose(a, cl.augment(img, generator=gen(2)))
-    neutral = cl.AugmentConfig(max_shift=0.0, min_scale=1.0, mask_prob=0.0, noise_std=0.0)
-    assert torch.allclose(cl.augment(img, neutral, generator=gen(3)), img, atol=1e-6)
+    assert torch.equal(a, cm.augment(img, generator=gen(1)))
+    assert not torch.allclose(a, cm.augment(img, generator=gen(2)))
+    neutral = cm.AugmentConfig(max_shift=0.0, min_scale=1.0, mask_prob=0.0, noise_std=0.0)
+    assert torch.allclose(cm.augment(img, neutral, generator=gen(3)), img, atol=1e-6)
 
 
 def test_augment_cutout_blanks_exactly_one_square_and_noise_has_its_std():
     img = torch.ones(50, 8, 8)
-    cut = cl.AugmentConfig(max_shift=0.0, min_scale=1.0, mask_prob=1.0, mask_size=3, noise_std=0.0)
-    out = cl.augment(img, cut, generator=gen(4))
+    cut = cm.AugmentConfig(max_shift=0.0, min_scale=1.0, mask_prob=1.0, mask_size=3, noise_std=0.0)
+    out = cm.augment(img, cut, generator=gen(4))
     assert torch.all((out == 0).flatten(1).sum(1) == 9)
     assert torch.all((out == 0) | torch.isclose(out, torch.ones(())))
-    noisy = cl.AugmentConfig(max_shift=0.0, min_scale=1.0, mask_prob=0.0, noise_std=0.2)
-    resid = cl.augment(torch.zeros(200, 8, 8), noisy, generator=gen(5))
+    noisy = cm.AugmentConfig(max_shift=0.0, min_scale=1.0, mask_prob=0.0, noise_std=0.2)
+    resid = cm.augment(torch.zeros(200, 8, 8), noisy, generator=gen(5))
     assert resid.std().item() == pytest.approx(0.2, rel=0.05)
 
 
@@ -233,17 +235,17 @@ def test_augment_cutout_blanks_exactly_one_square_and_noise_has_its_std():
 # data, training and the probe
 # ------------------------------------------------------------------------------------------
 def test_load_digit_split_and_label_subset():
-    xtr, ytr, xte, _ = cl.load_digit_split()
+    xtr, ytr, xte, _ = cm.load_digit_split()
     assert xtr.shape == (1347, 8, 8) and xte.shape == (450, 8, 8)
     assert 0.0 <= xtr.min() and xtr.max() <= 1.0
-    idx = cl.label_subset(ytr, 0.01, generator=gen(0))
+    idx = cm.label_subset(ytr, 0.01, generator=gen(0))
     assert torch.equal(torch.bincount(ytr[idx], minlength=10), torch.ones(10, dtype=torch.long))
-    idx10 = cl.label_subset(ytr, 0.1, generator=gen(0))
+    idx10 = cm.label_subset(ytr, 0.1, generator=gen(0))
     counts = torch.bincount(ytr[idx10], minlength=10)
     assert torch.all((counts - 0.1 * torch.bincount(ytr)).abs() <= 0.5)
-    assert torch.equal(idx10, cl.label_subset(ytr, 0.1, generator=gen(0)))
+    assert torch.equal(idx10, cm.label_subset(ytr, 0.1, generator=gen(0)))
     assert torch.equal(idx10, idx10.unique())
-    assert len(cl.label_subset(ytr, 1.0, generator=gen(0))) == len(ytr)
+    assert len(cm.label_subset(ytr, 1.0, generator=gen(0))) == len(ytr)
 
 
 def test_linear_probe_equals_sklearn_pipeline_and_separates_separable_features():
@@ -251,7 +253,7 @@ def test_linear_probe_equals_sklearn_pipeline_and_separates_separable_features()
     y = torch.randint(0, 3, (120,), generator=g)
     feats = torch.randn(120, 4, generator=g) + 2.0 * F.one_hot(y, 4).float()
     tr, te = slice(0, 80), slice(80, None)
-    ours = cl.linear_probe(feats[tr], y[tr], feats[te], y[te], C=0.5)
+    ours = cm.linear_probe(feats[tr], y[tr], feats[te], y[te], C=0.5)
     pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=2000))
     ref = pipe.fit(feats[tr].numpy(), y[tr].numpy()).score(feats[te].numpy(), y[te].numpy())
     assert ours == pytest.approx(ref, abs=1e-12)
@@ -259,27 +261,27 @@ def test_linear_probe_equals_sklearn_pipeline_and_separates_separable_features()
     pipe = make_pipeline(StandardScaler().fit(pool.numpy()), LogisticRegression(C=0.5, max_iter=2000))
     pipe.steps[1][1].fit(pipe.steps[0][1].transform(feats[tr].numpy()), y[tr].numpy())
     ref = pipe.score(feats[te].numpy(), y[te].numpy())
-    ours = cl.linear_probe(feats[tr], y[tr], feats[te], y[te], C=0.5, standardize_with=pool)
+    ours = cm.linear_probe(feats[tr], y[tr], feats[te], y[te], C=0.5, standardize_with=pool)
     assert ours == pytest.approx(ref, abs=1e-12)
     sep = 10.0 * F.one_hot(y, 3).float()
-    assert cl.linear_probe(sep[tr], y[tr], sep[te], y[te]) == 1.0
+    assert cm.linear_probe(sep[tr], y[tr], sep[te], y[te]) == 1.0
 
 
 def test_train_simclr_is_deterministic_and_lowers_the_loss():
-    xtr, _, _, _ = cl.load_digit_split()
-    cfg = cl.SimCLRConfig(steps=40, batch_size=64, hidden=64, features=16, projection=8)
-    model, losses = cl.train_simclr(xtr[:300], cfg)
-    _, again = cl.train_simclr(xtr[:300], cfg)
+    xtr, _, _, _ = cm.load_digit_split()
+    cfg = cm.SimCLRConfig(steps=40, batch_size=64, hidden=64, features=16, projection=8)
+    model, losses = cm.train_simclr(xtr[:300], cfg)
+    _, again = cm.train_simclr(xtr[:300], cfg)
     assert losses == again
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.3
-    assert cl.encode(model.encoder, xtr[:5]).shape == (5, 16)
+    assert cm.encode(model.encoder, xtr[:5]).shape == (5, 16)
     assert model(xtr[:5]).shape == (5, 8)
 
 
 def test_train_supervised_fits_its_training_labels():
-    xtr, ytr, _, _ = cl.load_digit_split()
-    config = cl.SupervisedConfig(steps=100, hidden=64, augment=False)
-    net = cl.train_supervised(xtr[:200], ytr[:200], config=config)
+    xtr, ytr, _, _ = cm.load_digit_split()
+    config = cm.SupervisedConfig(steps=100, hidden=64, augment=False)
+    net = cm.train_supervised(xtr[:200], ytr[:200], config=config)
     with torch.no_grad():
         acc = (net(xtr[:200]).argmax(1) == ytr[:200]).float().mean().item()
     assert acc > 0.9
@@ -317,54 +319,54 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="y"):
         cl.gaussian_critic(torch.randn(3, 2), torch.randn(3, 4), 0.5)
     with pytest.raises(ValueError, match="scale"):
-        cl.affine_view(torch.rand(2, 8, 8), torch.zeros(2), torch.zeros(2, 2))
+        cm.affine_view(torch.rand(2, 8, 8), torch.zeros(2), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="shift"):
-        cl.affine_view(torch.rand(2, 8, 8), torch.ones(2), torch.zeros(2, 3))
+        cm.affine_view(torch.rand(2, 8, 8), torch.ones(2), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="angle"):
-        cl.affine_view(torch.rand(2, 8, 8), torch.ones(2), torch.zeros(2, 2), torch.zeros(3))
+        cm.affine_view(torch.rand(2, 8, 8), torch.ones(2), torch.zeros(2, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="max_rotation"):
-        cl.AugmentConfig(max_rotation=-5.0)
+        cm.AugmentConfig(max_rotation=-5.0)
     with pytest.raises(ValueError, match="images"):
-        cl.augment(torch.rand(8, 8), generator=gen())
+        cm.augment(torch.rand(8, 8), generator=gen())
     with pytest.raises(ValueError, match="mask_size"):
-        cl.augment(torch.rand(2, 4, 4), cl.AugmentConfig(mask_size=5), generator=gen())
+        cm.augment(torch.rand(2, 4, 4), cm.AugmentConfig(mask_size=5), generator=gen())
     with pytest.raises(TypeError, match="config"):
-        cl.augment(torch.rand(2, 8, 8), {"noise_std": 0.1}, generator=gen())
+        cm.augment(torch.rand(2, 8, 8), {"noise_std": 0.1}, generator=gen())
     with pytest.raises(ValueError, match="min_scale"):
-        cl.AugmentConfig(min_scale=0.0)
+        cm.AugmentConfig(min_scale=0.0)
     with pytest.raises(ValueError, match="mask_prob"):
-        cl.AugmentConfig(mask_prob=1.5)
+        cm.AugmentConfig(mask_prob=1.5)
     with pytest.raises(ValueError, match="batch_size"):
-        cl.SimCLRConfig(batch_size=1)
+        cm.SimCLRConfig(batch_size=1)
     with pytest.raises(TypeError, match="augment"):
-        cl.SimCLRConfig(augment=None)
+        cm.SimCLRConfig(augment=None)
     with pytest.raises(TypeError, match="augment"):
-        cl.SupervisedConfig(augment=1)
+        cm.SupervisedConfig(augment=1)
     with pytest.raises(ValueError, match="images"):
-        cl.train_simclr(torch.rand(1, 8, 8))
+        cm.train_simclr(torch.rand(1, 8, 8))
     with pytest.raises(ValueError, match="labels"):
-        cl.train_supervised(torch.rand(4, 8, 8), torch.tensor([0, 1, 2, 10]))
+        cm.train_supervised(torch.rand(4, 8, 8), torch.tensor([0, 1, 2, 10]))
     with pytest.raises(TypeError, match="labels"):
-        cl.train_supervised(torch.rand(4, 8, 8), torch.zeros(4))
+        cm.train_supervised(torch.rand(4, 8, 8), torch.zeros(4))
     with pytest.raises(TypeError, match="encoder"):
-        cl.encode(lambda x: x, torch.rand(2, 8, 8))
+        cm.encode(lambda x: x, torch.rand(2, 8, 8))
     with pytest.raises(ValueError, match="fraction"):
-        cl.label_subset(torch.arange(10), 0.0, generator=gen())
+        cm.label_subset(torch.arange(10), 0.0, generator=gen())
     with pytest.raises(ValueError, match="test_features"):
-        cl.linear_probe(z, torch.arange(4), torch.randn(2, 5), torch.arange(2))
+        cm.linear_probe(z, torch.arange(4), torch.randn(2, 5), torch.arange(2))
     with pytest.raises(ValueError, match="train_labels"):
-        cl.linear_probe(z, torch.zeros(4, dtype=torch.long), z, torch.arange(4))
+        cm.linear_probe(z, torch.zeros(4, dtype=torch.long), z, torch.arange(4))
     with pytest.raises(ValueError, match="standardize_with"):
-        cl.linear_probe(z, torch.arange(4), z, torch.arange(4), standardize_with=torch.randn(9, 2))
+        cm.linear_probe(z, torch.arange(4), z, torch.arange(4), standardize_with=torch.randn(9, 2))
     with pytest.raises(ValueError, match="C"):
-        cl.linear_probe(z, torch.arange(4), z, torch.arange(4), C=-1.0)
+        cm.linear_probe(z, torch.arange(4), z, torch.arange(4), C=-1.0)
     with pytest.raises(ValueError, match="projection"):
-        cl.SimCLR(projection=0)
+        cm.SimCLR(projection=0)
     with pytest.raises(ValueError, match="x"):
-        cl.SimCLR()(torch.rand(2, 4, 4))
+        cm.SimCLR()(torch.rand(2, 4, 4))
     with pytest.raises(TypeError, match="x"):
-        cl.SimCLR()(torch.ones(2, 8, 8, dtype=torch.long))
+        cm.SimCLR()(torch.ones(2, 8, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="labels"):
-        cl.label_subset(torch.tensor([0, -1]), 0.5, generator=gen())
+        cm.label_subset(torch.tensor([0, -1]), 0.5, generator=gen())
     with pytest.raises(ValueError, match="test_labels"):
-        cl.linear_probe(z, torch.arange(4), z, torch.tensor([0, 1, 2, -3]))
+        cm.linear_probe(z, torch.arange(4), z, torch.tensor([0, 1, 2, -3]))
