@@ -10,9 +10,13 @@ from tutorlib import ClaimError, check, show_source
 from tutorlib.neuron import neuron
 
 
-def test_device_is_cuda_exactly_when_available():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert tutorlib.device().type == expected
+def test_device_follows_cuda_availability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert tutorlib.device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert tutorlib.device() == torch.device("cuda")  # constructing the device needs no GPU
+    monkeypatch.undo()
+    assert torch.ones(2, device=tutorlib.device()).sum().item() == 2  # the real one works
 
 
 def test_seed_everything_makes_runs_repeat():

@@ -124,18 +124,41 @@ def test_relu_kinks_are_where_the_slope_changes():
         assert torch.allclose(second, torch.zeros_like(second), atol=1e-10)
 
 
-def test_bias_before_batchnorm_has_no_effect_and_no_gradient():
-    torch.manual_seed(0)
-    linear, bn = nn.Linear(4, 8).double(), nn.BatchNorm1d(8).double()
-    x = torch.randn(32, 4, dtype=torch.float64)
-    before = bn(linear(x))
-    with torch.no_grad():
-        linear.bias.add_(torch.randn(8, dtype=torch.float64) * 10)
-    after = bn(linear(x))
-    assert torch.allclose(before, after, atol=1e-10)
-    (after * torch.randn_like(after)).sum().backward()
-    assert linear.bias.grad.abs().max() < 1e-10
-    assert linear.weight.grad.abs().max() > 1e-3
+def test_fit_regression_fits_a_kinked_target_and_needs_the_bias():
+    # |x - 1| has its kink at x = 1: a ReLU net with biases can place a kink there, one
+    # without biases can only bend at 0 (f(lambda x) = lambda f(x))
+    x = torch.linspace(-2, 3, 101, dtype=torch.float64)[:, None]
+    y = (x - 1).abs()
+    fits = {}
+    for bias in (True, False):
+        torch.manual_seed(0)
+        net = nr.ReLUNet1D(hidden=16, bias=bias).double()
+        losses = nr.fit_regression(net, x, y, steps=1500, lr=1e-2)
+        assert len(losses) == 1500
+        with torch.no_grad():  # the returned loss is the MSE of the net, computed here independently
+            fits[bias] = ((net(x) - y) ** 2).mean().item()
+        assert fits[bias] == pytest.approx(losses[-1], rel=0.05)
+    assert fits[True] < 0.01 < fits[False]
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        nr.fit_regression(net, x, y, lr=-1.0)  # a negative rate would climb the loss
+    with pytest.raises(ValueError, match="y must be finite"):
+        nr.fit_regression(net, x, torch.full_like(y, float("nan")))
+
+
+def test_unit_functions_refuse_nan_and_wrong_types():
+    x, w = torch.zeros(3, 2), torch.ones(2)
+    with pytest.raises(ValueError, match="x must be finite"):
+        nr.neuron(torch.full((3, 2), float("nan")), w, 0.0)
+    with pytest.raises(ValueError, match="b must be a finite number"):
+        nr.neuron(x, w, float("nan"))
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        nr.perceptron(x, w, "1")
+    with pytest.raises(TypeError, match="w must be a floating-point tensor"):
+        nr.perceptron(x, torch.ones(2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="logits must not contain NaN"):
+        nr.accuracy(torch.tensor([float("nan")]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match=r"p must be a finite number in \(0, 1\)"):
+        nr.prior_log_odds(1.0)
 
 
 @pytest.mark.parametrize("p", [0.01, 0.2, 0.5, 0.9])
@@ -152,7 +175,7 @@ def test_prior_bias_gives_the_entropy_as_initial_loss(p):
 @pytest.mark.parametrize("fn", [nr.binary_entropy, nr.prior_log_odds])
 @pytest.mark.parametrize("p", [0.0, 1.0, -0.1, 1.5])
 def test_probabilities_outside_the_open_interval_are_refused(fn, p):
-    with pytest.raises(ValueError, match=r"p must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"p must be a finite number in \(0, 1\)"):
         fn(p)
 
 
@@ -177,9 +200,9 @@ def test_bad_shapes_and_labels_are_refused_by_name():
         nr.fit_logistic(x, torch.full((5,), 2.0))
     with pytest.raises(ValueError, match=r"x must be 2-D points"):
         nr.best_accuracy_through_origin(torch.zeros(5, 3), torch.zeros(5))
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
         nr.train_perceptron(x, torch.zeros(5), lr=-1)
     with pytest.raises(ValueError, match=r"shape \(N, 1\)"):
         nr.ReLUNet1D(4)(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match="l2 must be >= 0"):
+    with pytest.raises(ValueError, match="l2 must be finite and >= 0"):
         nr.fit_logistic(x, torch.zeros(5), l2=-1.0)

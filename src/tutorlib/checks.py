@@ -17,6 +17,11 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+__all__ = [
+    "ClaimError",
+    "check",
+]
+
 
 class ClaimError(AssertionError):
     """A claim the text makes no longer holds."""

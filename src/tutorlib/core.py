@@ -8,6 +8,11 @@ import random
 import numpy as np
 import torch
 
+__all__ = [
+    "device",
+    "seed_everything",
+]
+
 
 def device() -> torch.device:
     """The device a chapter trains on: CUDA when a GPU is available, else the CPU.

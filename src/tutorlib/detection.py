@@ -46,6 +46,31 @@ from tutorlib.validation import (
     check_tensor,
 )
 
+__all__ = [
+    "BOX_FORMATS",
+    "average_precision",
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "decode_boxes",
+    "encode_boxes",
+    "generalized_box_iou",
+    "hungarian_match",
+    "make_anchors",
+    "match_anchors",
+    "match_detections",
+    "match_image",
+    "mean_average_precision",
+    "nms",
+    "nms_steps",
+    "precision_recall",
+    "recall_by_size",
+    "roi_align",
+    "roi_pool",
+    "spatial_pyramid_pool",
+]
+
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
 

@@ -66,6 +66,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+__all__ = [
+    "TRITON_HEAD_DIMS",
+    "FlashAttentionFunction",
+    "OnlineSoftmaxTrace",
+    "Tile",
+    "Traffic",
+    "flash_attention",
+    "flash_attention_triton",
+    "flash_backward",
+    "flash_block_sizes",
+    "flash_forward",
+    "hbm_traffic",
+    "loglog_slope",
+    "naive_attention",
+    "online_softmax",
+    "online_softmax_steps",
+    "peak_memory",
+    "softmax_three_pass",
+    "standard_tile_size",
+    "tile_schedule",
+    "triton_interpreted",
+]
+
 # Triton can only interpret on a machine without a CUDA GPU, and the choice is made when triton
 # is imported (see the module docstring). Respect an explicit setting and an earlier import.
 if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():

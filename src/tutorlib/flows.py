@@ -58,6 +58,45 @@ from tutorlib.validation import (
     optional,
 )
 
+__all__ = [
+    "EIGHT_GAUSSIANS_RADIUS",
+    "EIGHT_GAUSSIANS_STD",
+    "LOG_2PI",
+    "MOONS_NOISE",
+    "TOY_DATASETS",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "ContinuousFlow",
+    "Flow",
+    "FlowLayer",
+    "Invertible1x1",
+    "Logit",
+    "Permutation",
+    "Reverse",
+    "Scaling",
+    "TrainConfig",
+    "VelocityField",
+    "autograd_log_det",
+    "base_log_prob",
+    "base_sample",
+    "bits_per_dim",
+    "dequantize",
+    "divergence_exact",
+    "divergence_hutchinson",
+    "load_digits_split",
+    "make_glow",
+    "make_nice",
+    "make_realnvp",
+    "mlp",
+    "nll",
+    "odeint",
+    "sample_2d",
+    "toy_log_prob",
+    "train_flow",
+    "volume_preserving_nll_bound",
+]
+
 LOG_2PI = math.log(2 * math.pi)
 
 #: The 2-D toy data sets of :func:`sample_2d`.

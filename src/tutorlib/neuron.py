@@ -22,7 +22,34 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tutorlib.validation import check_points
+from tutorlib.validation import (
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_points,
+    check_positive,
+    check_probability,
+    check_real,
+    check_tensor,
+)
+
+__all__ = [
+    "LogisticNeuron",
+    "PerceptronResult",
+    "ReLUNet1D",
+    "accuracy",
+    "best_accuracy_through_origin",
+    "binary_entropy",
+    "fit_logistic",
+    "fit_regression",
+    "init_output_bias",
+    "make_offset_blobs",
+    "neuron",
+    "perceptron",
+    "prior_log_odds",
+    "relu_kinks",
+    "train_perceptron",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,7 +70,12 @@ def _as_weights(w: torch.Tensor, d: int) -> torch.Tensor:
         raise TypeError(f"w must be a torch.Tensor of shape (D,), got {type(w).__name__}")
     if w.shape != (d,):
         raise ValueError(f"w must have shape ({d},) to match x of shape (N, {d}), got {tuple(w.shape)}")
-    return w
+    return check_tensor("w", w)
+
+
+def _points(x: object, name: str = "x") -> torch.Tensor:
+    """Finite floating-point points ``(N, D)``."""
+    return check_finite(name, check_points(name, x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,8 +92,9 @@ def perceptron(x: torch.Tensor, w: torch.Tensor, threshold: float) -> torch.Tens
     Returns:
         ``(N,)`` tensor of 0/1 outputs (same dtype as ``x``).
     """
-    x = check_points("x", x)
+    x = _points(x)
     w = _as_weights(w, x.shape[1])
+    threshold = check_real("threshold", threshold)
     return (x @ w > threshold).to(x.dtype)
 
 
@@ -78,8 +111,14 @@ def neuron(x: torch.Tensor, w: torch.Tensor, b: float | torch.Tensor) -> torch.T
     Returns:
         ``(N,)`` tensor of 0/1 outputs.
     """
-    x = check_points("x", x)
+    x = _points(x)
     w = _as_weights(w, x.shape[1])
+    if isinstance(b, torch.Tensor):
+        if b.numel() != 1:
+            raise ValueError(f"b must be a scalar bias, got a tensor of shape {tuple(b.shape)}")
+        check_tensor("b", b)
+    else:
+        b = check_real("b", b)
     return (x @ w + b > 0).to(x.dtype)
 
 
@@ -118,12 +157,10 @@ def train_perceptron(
     References:
         Rosenblatt (1958), "The perceptron: a probabilistic model for information storage".
     """
-    x = check_points("x", x)
+    x = _points(x)
     y = _as_labels(y, x.shape[0])
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    check_int("epochs", epochs)
+    lr = check_positive("lr", lr)
     t = 2 * y.to(x.dtype) - 1
     w = torch.zeros(x.shape[1], dtype=x.dtype)
     b = torch.zeros((), dtype=x.dtype)
@@ -164,10 +201,15 @@ def make_offset_blobs(
     Returns:
         ``x`` of shape ``(n, 2)`` (float32) and ``y`` of shape ``(n,)`` with labels 0/1.
     """
-    if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
-    if std <= 0:
-        raise ValueError(f"std must be > 0, got {std}")
+    check_int("n", n, minimum=2)
+    std = check_positive("std", std)
+    for name, centre in (("center0", center0), ("center1", center1)):
+        if len(centre) != 2:
+            raise ValueError(f"{name} must be a point (x, y), got {centre!r}")
+        for value in centre:
+            check_real(f"{name} coordinates", value)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     n0 = n // 2
     noise = torch.randn(n, 2, generator=generator) * std
     centers = torch.tensor([center0] * n0 + [center1] * (n - n0))
@@ -185,14 +227,18 @@ class LogisticNeuron(nn.Module):
 
     def __init__(self, in_features: int, bias: bool = True) -> None:
         super().__init__()
-        if in_features < 1:
-            raise ValueError(f"in_features must be >= 1, got {in_features}")
+        check_int("in_features", in_features)
         self.linear = nn.Linear(in_features, 1, bias=bias)
         nn.init.zeros_(self.linear.weight)  # start from the flat 50/50 model, as LR solvers do
         if bias:
             nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N,)`` of inputs ``(N, in_features)``."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.shape[-1:] != (self.linear.in_features,):
+            raise ValueError(f"x must have shape (N, {self.linear.in_features}), got {tuple(x.shape)}")
         return self.linear(x).squeeze(-1)
 
 
@@ -216,10 +262,10 @@ def fit_logistic(
     Returns:
         The fitted model (in eval mode).
     """
-    x = check_points("x", x)
+    x = _points(x)
     y = _as_labels(y, x.shape[0]).to(x.dtype)
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
+    l2 = check_nonnegative("l2", l2)
+    check_int("max_iter", max_iter)
     model = LogisticNeuron(x.shape[1], bias=bias).to(x.dtype)
     optimizer = torch.optim.LBFGS(
         model.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-10,
@@ -239,10 +285,14 @@ def fit_logistic(
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of samples where ``logits > 0`` agrees with the 0/1 label ``y``."""
+    check_tensor("logits", logits, finite=False)
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("logits must not contain NaN (a NaN logit is neither > 0 nor <= 0)")
     if logits.shape != y.shape:
         raise ValueError(
             f"logits and y must have the same shape, got {tuple(logits.shape)} and {tuple(y.shape)}"
         )
+    _as_labels(y.reshape(-1), y.numel())
     return ((logits > 0).to(y.dtype) == y).sum().item() / y.numel()
 
 
@@ -262,7 +312,7 @@ def best_accuracy_through_origin(x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     Returns:
         ``(accuracy, w)`` with the best unit-norm direction ``w`` of shape ``(2,)``.
     """
-    x = check_points("x", x)
+    x = _points(x)
     if x.shape[1] != 2:
         raise ValueError(f"x must be 2-D points of shape (N, 2), got {tuple(x.shape)}")
     y = _as_labels(y, x.shape[0])
@@ -294,14 +344,15 @@ class ReLUNet1D(nn.Module):
 
     def __init__(self, hidden: int = 32, bias: bool = True) -> None:
         super().__init__()
-        if hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        check_int("hidden", hidden)
         self.hidden = nn.Linear(1, hidden, bias=bias)
         self.out = nn.Linear(hidden, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != 1:
             raise ValueError(f"x must have shape (N, 1), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         return self.out(torch.relu(self.hidden(x)))
 
 
@@ -330,10 +381,14 @@ def fit_regression(
     Returns:
         The loss at every step.
     """
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
+    check_tensor("x", x)
+    check_tensor("y", y)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_int("steps", steps)
+    lr = check_positive("lr", lr)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -350,8 +405,7 @@ def fit_regression(
 # --------------------------------------------------------------------------------------------
 def binary_entropy(p: float) -> float:
     """:math:`H(p) = -p \\ln p - (1-p) \\ln(1-p)` in nats: the log-loss of always predicting p."""
-    if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p}")
+    p = check_probability("p", p, allow_zero=False, allow_one=False)
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
@@ -360,8 +414,7 @@ def prior_log_odds(p: float) -> float:
 
     :math:`\\sigma(b) = p \\iff b = \\ln \\frac{p}{1-p}` (the log-odds of the prior).
     """
-    if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p}")
+    p = check_probability("p", p, allow_zero=False, allow_one=False)
     return math.log(p / (1 - p))
 
 

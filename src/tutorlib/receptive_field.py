@@ -46,6 +46,37 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from tutorlib.validation import check_int
 
+__all__ = [
+    "Bottleneck",
+    "EmpiricalReceptiveField",
+    "LayerSpec",
+    "ReceptiveField",
+    "ResNet50",
+    "SamePad",
+    "SlimBottleneck",
+    "alexnet_v2",
+    "centred_input_size",
+    "conv_stack",
+    "effective_receptive_field",
+    "empirical_receptive_field",
+    "gaussian_distance",
+    "input_gradient",
+    "layer_specs",
+    "linearized",
+    "mobilenet_v1",
+    "output_sizes",
+    "power_law_exponent",
+    "profile_spread",
+    "random_conv_stack",
+    "receptive_field",
+    "receptive_field_support",
+    "receptive_field_top_down",
+    "receptive_fields",
+    "resnet_v1_50",
+    "tf_same_padding",
+    "vgg_16",
+]
+
 
 # --------------------------------------------------------------------------------------------
 # 1. one layer, and the field of a stack of layers

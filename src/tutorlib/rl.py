@@ -62,6 +62,43 @@ from tutorlib.validation import (
     optional,
 )
 
+__all__ = [
+    "ActorCritic",
+    "ActorCriticConfig",
+    "Batch",
+    "DDPGConfig",
+    "DeterministicActor",
+    "EpisodeTracker",
+    "QNetwork",
+    "ReinforceConfig",
+    "ReplayBuffer",
+    "TrainResult",
+    "a2c_config",
+    "actor_critic_loss",
+    "collect_episodes",
+    "ddpg_losses",
+    "discounted_returns",
+    "draw_cartpole",
+    "draw_pendulum",
+    "evaluate",
+    "gae",
+    "gaussian_exploration",
+    "gradient_variance",
+    "layer_init",
+    "make_vector_env",
+    "mlp",
+    "pendulum_angle",
+    "per_sample_policy_gradients",
+    "polyak_update",
+    "record_episode",
+    "reinforce_loss",
+    "torque_map",
+    "train_actor_critic",
+    "train_ddpg",
+    "train_reinforce",
+    "true_next_obs",
+]
+
 # ---------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,35 @@ from tutorlib.validation import (
     check_tensor,
 )
 
+__all__ = [
+    "EOS",
+    "EQUALS",
+    "N_ACTIONS",
+    "PAD",
+    "PLUS",
+    "TOKEN_TEXT",
+    "VOCAB_SIZE",
+    "AdditionTask",
+    "RLConfig",
+    "RLHistory",
+    "WarmupConfig",
+    "WindowPolicy",
+    "addition_reward",
+    "answer_log_probs",
+    "digits",
+    "encode_answers",
+    "evaluate",
+    "group_mean_baseline",
+    "group_normalised_advantages",
+    "grpo_loss",
+    "k3_kl",
+    "kimi_length_reward",
+    "kimi_loss",
+    "sample_answers",
+    "train_rl",
+    "warmup_policy",
+]
+
 #: Token ids: the digits are their own ids; then "+", "=", the end token and padding.
 PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
 #: Tokens the policy can write (digits, "+", "=", end). PAD only fills positions after the end.

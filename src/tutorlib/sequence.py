@@ -50,6 +50,33 @@ from tutorlib.validation import (
     check_tensor,
 )
 
+__all__ = [
+    "GRUCell",
+    "LSTMCell",
+    "MultiHeadAttention",
+    "RNNCell",
+    "RecallConfig",
+    "RecurrentClassifier",
+    "TransformerClassifier",
+    "TransformerEncoderBlock",
+    "attention_mask",
+    "elu_feature_map",
+    "graph_depth",
+    "linear_attention",
+    "linear_attention_recurrent",
+    "make_model",
+    "make_recall_task",
+    "min_time",
+    "scale_spectral_radius",
+    "scaled_dot_product_attention",
+    "sinusoidal_positional_encoding",
+    "softmax_attention",
+    "state_jacobian_norms",
+    "train_recall",
+    "train_step_time",
+    "unroll",
+]
+
 # --------------------------------------------------------------------------------------------
 # argument checks shared by the public functions
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from IPython.display import Markdown
 
+__all__ = [
+    "show_source",
+]
+
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 import matplotlib as mpl
 from cycler import cycler
 
+__all__ = [
+    "BOOK_RC",
+    "COLORS",
+    "use_book_style",
+]
+
 #: Colours by role (Okabe & Ito 2008, "Color Universal Design").
 COLORS: dict[str, str] = {
     "blue": "#0072B2",
