@@ -428,3 +428,20 @@ def test_empirical_field_restores_training_mode_and_measures_bn_nets_per_positio
     # in training mode BatchNorm's statistics would couple all 16 positions; eval mode does not
     gated = rf.empirical_receptive_field(model, (1, 16), x=torch.randn(1, 1, 16))
     assert gated.size[0] <= 5 and model.training
+
+
+def test_fields_models_and_profiles_check_their_arguments():
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        rf.ReceptiveField(size=3, stride=0, padding=0)
+    field = rf.ReceptiveField(size=3, stride=2, padding=1)
+    assert field.span(2) == (3, 5) and field.center(2) == 4.0
+    with pytest.raises(ValueError, match="index must be >= 0"):
+        field.span(-1)
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        rf.effective_receptive_field(0)
+    with pytest.raises(ValueError, match="profile must be finite"):
+        rf.profile_spread(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="planes must be >= 1"):
+        rf.Bottleneck(64, -1)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        rf.input_gradient(torch.nn.Conv1d(1, 1, 3), torch.zeros(1, 1, 5, dtype=torch.long))

@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tutorlib.powerlaw import loglog_slope  # one home; re-exported here for the chapters
+
 __all__ = [
     "TRITON_HEAD_DIMS",
     "FlashAttentionFunction",
@@ -926,19 +928,3 @@ def peak_memory(fn: Callable[..., object], *args: object, **kwargs: object) -> i
         peak = max(peak, live)
     return peak
 
-
-def loglog_slope(x: object, y: object) -> float:
-    """Least-squares slope of :math:`\\log y` against :math:`\\log x`: :math:`a` in :math:`y \\propto x^a`.
-
-    Args:
-        x, y: sequences of positive numbers of the same length (at least 2).
-
-    Returns:
-        The fitted exponent.
-    """
-    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if xs.shape != ys.shape or xs.ndim != 1 or len(xs) < 2:
-        raise ValueError(f"x and y must be 1-D of the same length >= 2, got shapes {xs.shape} and {ys.shape}")
-    if np.any(xs <= 0) or np.any(ys <= 0):
-        raise ValueError("x and y must be positive to take logarithms")
-    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from tutorlib.validation import check_int
+from tutorlib.powerlaw import loglog_slope
+from tutorlib.validation import check_finite, check_index, check_int
 
 __all__ = [
     "Bottleneck",
@@ -159,13 +160,21 @@ class ReceptiveField:
     stride: int
     padding: int
 
+    def __post_init__(self) -> None:
+        check_int("size", self.size)
+        check_int("stride", self.stride)
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int):
+            raise TypeError(f"padding must be an int, got {type(self.padding).__name__} {self.padding!r}")
+
     def span(self, index: int = 0) -> tuple[int, int]:
         """First and last input index (inclusive) of output unit ``index``."""
+        check_int("index", index, minimum=0)
         first = index * self.stride - self.padding
         return first, first + self.size - 1
 
     def center(self, index: int = 0) -> float:
         """Input coordinate of the centre of unit ``index``'s field."""
+        check_int("index", index, minimum=0)
         return index * self.stride - self.padding + (self.size - 1) / 2
 
 
@@ -391,6 +400,14 @@ def input_gradient(model: nn.Module, x: torch.Tensor, index: Sequence[int] | Non
     Returns:
         Gradient of the same shape as ``x``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (B, C, *spatial), got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim < 3:
+        raise ValueError(f"x must have shape (B, C, *spatial), got {tuple(x.shape)}")
+    check_finite("x", x)
     return _gradient_at(model, x, index)[0]
 
 
@@ -417,6 +434,7 @@ class EmpiricalReceptiveField:
 
     def support(self, axis: int = 0) -> torch.Tensor:
         """Along ``axis``, which inputs between ``first`` and ``last`` have a nonzero gradient."""
+        check_index("axis", axis, self.gradient.ndim)
         others = tuple(a for a in range(self.gradient.ndim) if a != axis)
         line = (self.gradient != 0).any(dim=others) if others else self.gradient != 0
         return line[self.first[axis] : self.last[axis] + 1]
@@ -587,6 +605,9 @@ class SamePad(nn.Module):
         return tf_same_padding(n, self.kernel_size, self.stride, self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim < 3:
+            got = getattr(x, "shape", type(x).__name__)
+            raise ValueError(f"x must be a tensor (B, C, *spatial), got {got}")
         pads: list[int] = []
         for n in reversed(x.shape[2:]):  # F.pad lists the last axis first
             pads.extend(self.padding_for(n))
@@ -870,6 +891,8 @@ class SlimBottleneck(nn.Module):
 
     def __init__(self, cin: int, depth: int, bottleneck: int, stride: int) -> None:
         super().__init__()
+        for name, value in (("cin", cin), ("depth", depth), ("bottleneck", bottleneck), ("stride", stride)):
+            check_int(name, value)
         if depth == cin:
             self.shortcut = nn.MaxPool2d(1, stride) if stride > 1 else nn.Identity()
         else:
@@ -929,6 +952,8 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  stride_on: str = "3x3") -> None:
         super().__init__()
+        for name, value in (("inplanes", inplanes), ("planes", planes), ("stride", stride)):
+            check_int(name, value)
         if stride_on not in ("3x3", "1x1"):
             raise ValueError(f"stride_on must be '3x3' or '1x1', got {stride_on!r}")
         s1, s3 = (1, stride) if stride_on == "3x3" else (stride, 1)
@@ -1031,6 +1056,9 @@ def effective_receptive_field(depth: int, kernel_size: int = 3, channels: int = 
     """
     check_int("n_nets", n_nets, 1)
     check_int("batch", batch, 1)
+    check_int("depth", depth, 1)
+    check_int("kernel_size", kernel_size, 1)
+    check_int("seed", seed, minimum=0)
     r = depth * (kernel_size - 1) + 1
     generator = torch.Generator().manual_seed(seed)
     energy = torch.zeros(r, r)
@@ -1050,6 +1078,9 @@ def profile_spread(profile: torch.Tensor) -> tuple[float, float]:
     """
     if not isinstance(profile, torch.Tensor) or profile.ndim != 1 or len(profile) == 0:
         raise ValueError("profile must be a non-empty 1-D tensor")
+    if not profile.is_floating_point():
+        raise TypeError(f"profile must be a floating-point tensor, got {profile.dtype}")
+    check_finite("profile", profile)
     if (profile < 0).any() or profile.sum() <= 0:
         raise ValueError("profile must be non-negative with a positive sum")
     q = profile.double() / profile.double().sum()
@@ -1070,13 +1101,6 @@ def gaussian_distance(profile: torch.Tensor) -> float:
 
 
 def power_law_exponent(x: Sequence[float], y: Sequence[float]) -> float:
-    """The exponent :math:`\\alpha` of the least-squares fit :math:`\\log y = \\alpha \\log x + c`."""
-    x_t = torch.as_tensor(x, dtype=torch.float64)
-    y_t = torch.as_tensor(y, dtype=torch.float64)
-    if x_t.ndim != 1 or x_t.shape != y_t.shape or len(x_t) < 2:
-        raise ValueError("x and y must be 1-D with the same length >= 2")
-    if (x_t <= 0).any() or (y_t <= 0).any():
-        raise ValueError("x and y must be positive for a log-log fit")
-    lx, ly = x_t.log(), y_t.log()
-    lx_c = lx - lx.mean()
-    return ((lx_c * (ly - ly.mean())).sum() / (lx_c**2).sum()).item()
+    """The exponent :math:`\\alpha` of the least-squares fit :math:`\\log y = \\alpha \\log x + c`
+    (:func:`tutorlib.powerlaw.loglog_slope`, the one implementation)."""
+    return loglog_slope(x, y)
