@@ -106,6 +106,16 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("flash.flash_backward", "do", "tensor nan"): "the incoming gradient; a NaN shows in dq, dk, dv",
     ("flash.online_softmax", "x", "*"): "any shape, softmax along dim",
     ("flash.softmax_three_pass", "x", "*"): "any shape, softmax along dim",
+    ("gan.Generator", "skip", "float -1"): "any real skip weight",
+    ("gan.Generator.forward", "z", "tensor one axis fewer"): "one latent vector (latent_dim,)",
+    ("sde.VPSDE.drift", "x", "tensor nan"): "every solver step: no NaN scan",
+    ("sde.VESDE.drift", "x", "tensor nan"): "every solver step: no NaN scan",
+    ("sde.score_from_denoiser", "x", "tensor nan"): "every solver step: no NaN scan",
+    ("rectified_flow.rf_loss", "*", "tensor nan"): "every training step: edm.fit checks the data once",
+    ("rectified_flow.distill_loss", "*", "tensor nan"): "every training step: edm.fit checks the data once",
+    ("rl_lm.addition_reward", "answers", "*"): "the verifier scores any token ids (unknown ones: 0)",
+    ("rl_lm.addition_reward", "target", "*"): "any integer target (a wrong one scores 0)",
+    ("rl_lm.kimi_length_reward", "lengths", "index huge"): "any length",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult", "ot.SinkhornResult", "rl_lm.RLHistory", "flash.OnlineSoftmaxTrace",

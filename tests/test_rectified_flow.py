@@ -132,3 +132,12 @@ def test_bad_arguments_raise_with_the_argument_name():
         rf.straightness(v, torch.zeros(4, 2), n_steps=0)
     with pytest.raises(ValueError, match="z0"):
         rf.sample_flow(v, torch.zeros(4))
+
+
+def test_samplers_refuse_nan_noise_and_bad_velocities():
+    with pytest.raises(ValueError, match="z0 must be finite"):
+        rf.sample_flow(lambda x, t: x, torch.full((3, 2), float("nan")), n_steps=2)
+    with pytest.raises(TypeError, match="velocity must be callable"):
+        rf.straightness(None, torch.zeros(3, 2), n_steps=2)
+    with pytest.raises(ValueError, match="z0 and z1 must have the same shape"):
+        rf.rf_loss(lambda x, t: x, torch.zeros(3, 2), torch.zeros(4, 2))

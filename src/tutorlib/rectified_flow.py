@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 
 from tutorlib.edm import Denoiser
-from tutorlib.validation import check_int
+from tutorlib.validation import check_finite, check_int
 
 __all__ = [
     "distill_loss",
@@ -68,7 +68,14 @@ def _check_pairs(z0: object, z1: object) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _check_noise(z0: object) -> torch.Tensor:
-    return _check_pairs(z0, z0)[0]
+    """The start of a sampler: checked once, NaN included (the losses run at every training
+    step and leave the NaN scan to ``edm.fit``, which checks the data once)."""
+    return check_finite("z0", _check_pairs(z0, z0)[0])
+
+
+def _check_velocity(velocity: object) -> None:
+    if not callable(velocity):
+        raise TypeError(f"velocity must be callable as v(x, t), got {type(velocity).__name__}")
 
 
 def rf_loss(velocity: Velocity, z0: torch.Tensor, z1: torch.Tensor,
@@ -109,6 +116,7 @@ def sample_flow(velocity: Velocity, z0: torch.Tensor, n_steps: int = 100,
     """
     z = _check_noise(z0)
     check_int("n_steps", n_steps)
+    _check_velocity(velocity)
     path = [z]
     for k in range(n_steps):
         t = torch.full((len(z),), k / n_steps, dtype=z.dtype)
@@ -148,6 +156,7 @@ def straightness(velocity: Velocity, z0: torch.Tensor, n_steps: int = 100) -> fl
     """
     z = _check_noise(z0)
     check_int("n_steps", n_steps)
+    _check_velocity(velocity)
     slopes = []
     for k in range(n_steps):
         t = torch.full((len(z),), k / n_steps, dtype=z.dtype)
@@ -187,6 +196,8 @@ def velocity_from_denoiser(denoiser: Denoiser) -> Velocity:
     Returns:
         ``v(x (B, d), t (B,)) -> (B, d)``.
     """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as D(x, sigma), got {type(denoiser).__name__}")
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.to(x.dtype).clamp(1e-6, 1 - 1e-6)[:, None]  # (B, 1): the formula needs 0 < t < 1
