@@ -127,7 +127,6 @@ def _check_points(x: torch.Tensor, name: str = "x") -> torch.Tensor:
     raise ValueError(f"{name} must have shape (N, D) with D >= 1, got {tuple(x.shape)}")
 
 
-
 # --------------------------------------------------------------------------------------------
 # the layer interface
 # --------------------------------------------------------------------------------------------

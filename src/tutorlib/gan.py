@@ -98,8 +98,6 @@ def _as_scores(x: object, name: str) -> torch.Tensor:
     return check_finite(name, x)
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # 1. data: the ring of eight Gaussians, and how to score samples against it
 # --------------------------------------------------------------------------------------------
@@ -441,7 +439,6 @@ def published_config(loss: str, **overrides: object) -> GANConfig:
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     return replace(GANConfig(loss=loss), **{**PUBLISHED[loss], **overrides})
-
 
 
 @dataclass

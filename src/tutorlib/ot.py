@@ -631,6 +631,7 @@ def _check_betas(name: str, value: object) -> tuple[float, float]:
         raise ValueError(f"{name} must be two numbers in [0, 1), got {value!r}")
     return tuple(check_real(f"{name} entries", b, 0.0, 1.0, high_open=True) for b in value)  # type: ignore
 
+
 class Critic(nn.Module):
     r"""A small MLP critic :math:`f_\theta: \mathbb{R}^d \to \mathbb{R}`. Shapes: ``(N, d) -> (N,)``."""
 

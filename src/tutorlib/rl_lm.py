@@ -152,7 +152,6 @@ def _check_tokens(logp: object, mask: object, rewards: torch.Tensor, **others: o
                          "every answer has at least its end token")
 
 
-
 # --------------------------------------------------------------------------------------------
 # 1. group baselines
 # --------------------------------------------------------------------------------------------

@@ -82,7 +82,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-
 def _tensor(name: str, x: object, ndim: int | None = None, shape_hint: str = "") -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor{shape_hint}, got {type(x).__name__}")
