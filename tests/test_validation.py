@@ -179,3 +179,14 @@ def test_check_fields_in_post_init():
         Config(start=-1)
     with pytest.raises(TypeError, match="obj must be a dataclass instance"):
         check_fields(object(), {})
+
+
+def test_numpy_scalars_count_as_numbers():
+    import numpy as np
+
+    assert check_int("n", np.int64(3)) == 3 and type(check_int("n", np.int64(3))) is int
+    assert check_positive("lr", np.float32(0.5)) == 0.5
+    with pytest.raises(TypeError, match="n must be an int"):
+        check_int("n", np.float64(3.0))
+    with pytest.raises(TypeError, match="got bool"):
+        check_int("n", True)

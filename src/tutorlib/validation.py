@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,17 +37,18 @@ __all__ = [
 
 
 def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` if it is an ``int`` (not a bool) and at least ``minimum``.
+    """Return ``value`` as an ``int`` if it is an integer (not a bool; NumPy integers are fine)
+    and at least ``minimum``.
 
     Raises:
         TypeError: ``value`` is not an int; the message names ``name``, the type and the value.
         ValueError: ``value < minimum``; the message names ``name``, the bound and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def check_real(
@@ -66,7 +68,7 @@ def check_real(
         TypeError: ``value`` is not an int or float (bools and strings are refused).
         ValueError: ``value`` is NaN, infinite or outside the interval.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
             value = value.item()
         else:
@@ -92,7 +94,7 @@ def check_positive(name: str, value: object, allow_zero: bool = False) -> float:
         TypeError: ``value`` is not an int or float (bools are refused); the message names ``name``.
         ValueError: ``value`` is NaN, infinite, negative, or zero when zero is not allowed.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -112,11 +114,11 @@ def check_probability(name: str, value: object, *, allow_zero: bool = True, allo
 
 def check_index(name: str, value: object, size: int) -> int:
     """Return ``value`` if it is an int in ``[0, size)``: no negative wrap-around."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int index in [0, {size}), got {type(value).__name__} {value!r}")
     if not 0 <= value < size:
         raise ValueError(f"{name} must be an index in [0, {size}), got {value}")
-    return value
+    return int(value)
 
 
 def check_indices(name: str, t: torch.Tensor, size: int) -> torch.Tensor:
