@@ -116,10 +116,26 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("rl_lm.addition_reward", "answers", "*"): "the verifier scores any token ids (unknown ones: 0)",
     ("rl_lm.addition_reward", "target", "*"): "any integer target (a wrong one scores 0)",
     ("rl_lm.kimi_length_reward", "lengths", "index huge"): "any length",
+    ("neuron.LogisticNeuron.forward", "x", "tensor one axis fewer"): "one sample (in_features,)",
+    ("neuron.accuracy", "y", "tensor int dtype"): "integer 0/1 labels are fine",
+    ("neuron.best_accuracy_through_origin", "y", "tensor int dtype"): "integer 0/1 labels are fine",
+    ("neuron.fit_logistic", "y", "tensor int dtype"): "integer 0/1 labels are fine",
+    ("neuron.train_perceptron", "y", "tensor int dtype"): "integer 0/1 labels are fine",
+    ("neuron.neuron", "b", "float -1"): "any real bias",
+    ("neuron.perceptron", "threshold", "float -1"): "any real threshold",
+    ("receptive_field.LayerSpec", "name", "*"): "any label",
+    ("receptive_field.ReceptiveField", "padding", "int -1"): "an effective padding can be negative",
+    ("receptive_field.SamePad.forward", "x", "*"): "pads any (B, C, *spatial) tensor of any dtype",
+    ("receptive_field.input_gradient", "x", "*"): "any shape the model takes (else the model's error)",
+    ("diffusion.predict_eps", "alpha_bar_t", "tensor one axis fewer"): "a scalar tensor is allowed",
+    ("diffusion.predict_x0", "alpha_bar_t", "tensor one axis fewer"): "a scalar tensor is allowed",
+    ("metrics.gaussian_fit", "features", "tensor int dtype"): "integer features are converted",
+    ("ot.wasserstein_1d", "p", "int 2.5"): "any real p >= 1",
 }
 # Output containers (what a function returns, not what a learner configures) are not fuzzed.
 SKIP_CALLS = {"rl.TrainResult", "ot.SinkhornResult", "rl_lm.RLHistory", "flash.OnlineSoftmaxTrace",
-              "flash.Tile", "gan.GANRun", "gan.Snapshot", "gan.ModeCoverage"}
+              "flash.Tile", "gan.GANRun", "gan.Snapshot", "gan.ModeCoverage", "neuron.PerceptronResult",
+              "receptive_field.EmpiricalReceptiveField"}
 MODULE = ""
 TIMEOUT_S = 1.0
 ROOT = Path(__file__).resolve().parent.parent

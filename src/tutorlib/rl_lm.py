@@ -477,8 +477,9 @@ def encode_answers(values: torch.Tensor, leading_zeros: torch.Tensor, max_new_to
     for v, z in zip(values.tolist(), leading_zeros.tolist(), strict=True):
         tokens = [0] * z + [int(c) for c in str(v)] + [EOS]
         if len(tokens) > max_new_tokens:
-            raise ValueError(f"answer {'0' * z}{v} needs {len(tokens)} tokens, more than "
-                             f"max_new_tokens={max_new_tokens}")
+            shown = f"{'0' * min(z, 3)}{'...' if z > 3 else ''}{v}"
+            raise ValueError(f"values and leading_zeros must fit in max_new_tokens={max_new_tokens}: "
+                             f"answer {shown} needs {len(tokens)} tokens")
         rows.append(tokens + [PAD] * (max_new_tokens - len(tokens)))
     return torch.tensor(rows, dtype=torch.long)
 
