@@ -278,6 +278,17 @@ def test_train_simclr_is_deterministic_and_lowers_the_loss():
     assert model(xtr[:5]).shape == (5, 8)
 
 
+def test_conv_encoder_shapes_and_same_seed_same_weights():
+    torch.manual_seed(0)
+    a = cm.SimCLR(arch="conv")
+    torch.manual_seed(0)
+    b = cm.SimCLR(arch="conv")
+    x = torch.rand(3, 8, 8)
+    assert cm.encode(a.encoder, x).shape == (3, 64) and a(x).shape == (3, 32)
+    assert torch.equal(a(x), b(x))
+    assert cm.make_encoder(36, features=5, arch="conv")(torch.rand(2, 6, 6)).shape == (2, 5)
+
+
 def test_train_supervised_fits_its_training_labels():
     xtr, ytr, _, _ = cm.load_digit_split()
     config = cm.SupervisedConfig(steps=100, hidden=64, augment=False)
@@ -362,6 +373,12 @@ def test_errors_name_the_argument():
         cm.linear_probe(z, torch.arange(4), z, torch.arange(4), C=-1.0)
     with pytest.raises(ValueError, match="projection"):
         cm.SimCLR(projection=0)
+    with pytest.raises(ValueError, match="arch"):
+        cm.SimCLR(arch="resnet")
+    with pytest.raises(ValueError, match="in_features"):
+        cm.make_encoder(60, arch="conv")
+    with pytest.raises(ValueError, match="arch"):
+        cm.SupervisedConfig(arch="transformer")
     with pytest.raises(ValueError, match="x"):
         cm.SimCLR()(torch.rand(2, 4, 4))
     with pytest.raises(TypeError, match="x"):

@@ -26,6 +26,7 @@ from torch import nn
 
 from tutorlib.contrastive import _check_generator, nt_xent
 from tutorlib.validation import (
+    check_choice,
     check_fields,
     check_int,
     check_nonnegative,
@@ -195,15 +196,36 @@ def augment(images: torch.Tensor, config: AugmentConfig | None = None, *,
 # --------------------------------------------------------------------------------------------
 # 2. encoder, projection head, training recipes
 # --------------------------------------------------------------------------------------------
-def make_encoder(in_features: int = 64, hidden: int = 256, features: int = 64) -> nn.Sequential:
-    """The representation network :math:`h = g(x)`: Flatten -> Linear -> ReLU -> Linear -> ReLU.
-    ``(B, 8, 8) -> (B, features)``. The same architecture serves contrastive pretraining and the
-    supervised baseline, so the comparison is about the training signal, not the network."""
+ARCHITECTURES = ("mlp", "conv")
+
+
+def make_encoder(in_features: int = 64, hidden: int = 256, features: int = 64,
+                 arch: str = "mlp") -> nn.Sequential:
+    """The representation network :math:`h = g(x)`, ``(B, H, W) -> (B, features)``.
+
+    ``"mlp"``: Flatten -> Linear(in_features, hidden) -> ReLU -> Linear(hidden, features) -> ReLU.
+    ``"conv"`` (square images, ``in_features = side**2``): Conv 3x3 (16 channels) -> ReLU ->
+    Conv 3x3 stride 2 (32 channels) -> ReLU -> Flatten -> Linear(.., features) -> ReLU;
+    ``hidden`` is not used. The same architecture serves contrastive pretraining and the
+    supervised baseline, so the comparison is about the training signal, not the network.
+    """
     in_features = check_int("in_features", in_features)
     hidden = check_int("hidden", hidden)
     features = check_int("features", features)
-    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
-                         nn.Linear(hidden, features), nn.ReLU())
+    arch = check_choice("arch", arch, ARCHITECTURES)
+    if arch == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
+                             nn.Linear(hidden, features), nn.ReLU())
+    side = math.isqrt(in_features)
+    if side * side != in_features:
+        raise ValueError(f"in_features must be a square (side**2) for arch='conv', got {in_features}")
+    half = (side + 1) // 2  # spatial size after the stride-2 convolution
+    return nn.Sequential(
+        nn.Unflatten(1, (1, side)),  # (B, H, W) -> (B, 1, H, W)
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),  # (B, 32, H/2, W/2)
+        nn.Flatten(), nn.Linear(32 * half * half, features), nn.ReLU(),
+    )
 
 
 class SimCLR(nn.Module):
@@ -215,11 +237,11 @@ class SimCLR(nn.Module):
     """
 
     def __init__(self, in_features: int = 64, hidden: int = 256, features: int = 64,
-                 projection: int = 32) -> None:
+                 projection: int = 32, arch: str = "mlp") -> None:
         super().__init__()
         projection = check_int("projection", projection)
         self.in_features = in_features
-        self.encoder = make_encoder(in_features, hidden, features)
+        self.encoder = make_encoder(in_features, hidden, features, arch)
         self.head = nn.Sequential(nn.Linear(features, features), nn.ReLU(),
                                   nn.Linear(features, projection))
 
@@ -244,6 +266,7 @@ class SimCLRConfig:
     hidden: int = 256  #: encoder hidden width
     features: int = 64  #: size of the representation h read by the probe
     projection: int = 32  #: size of z, where the loss is computed
+    arch: str = "mlp"  #: encoder: "mlp" or "conv" (see make_encoder)
     seed: int = 0  #: seeds the weights, the batches and the augmentations
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -252,7 +275,7 @@ class SimCLRConfig:
                             "temperature": check_positive, "lr": check_positive,
                             "weight_decay": check_nonnegative, "hidden": check_int,
                             "features": check_int, "projection": check_int,
-                            "seed": (check_int, 0)})
+                            "arch": (check_choice, ARCHITECTURES), "seed": (check_int, 0)})
         if not isinstance(self.augment, AugmentConfig):
             kind = type(self.augment).__name__
             raise TypeError(f"SimCLRConfig.augment must be an AugmentConfig, got {kind}")
@@ -282,7 +305,7 @@ def train_simclr(images: torch.Tensor, config: SimCLRConfig | None = None,
         raise ValueError(f"images must hold at least 2 images, got {n}")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    model = SimCLR(h * w, config.hidden, config.features, config.projection)
+    model = SimCLR(h * w, config.hidden, config.features, config.projection, config.arch)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, n)
     losses: list[float] = []
@@ -316,13 +339,15 @@ class SupervisedConfig:
     weight_decay: float = 1e-4  #: AdamW weight decay
     hidden: int = 256  #: encoder hidden width (as SimCLRConfig)
     features: int = 64  #: representation size (as SimCLRConfig)
+    arch: str = "mlp"  #: encoder: "mlp" or "conv" (as SimCLRConfig)
     augment: bool = True  #: train on augmented views too (a fair baseline: same invariances)
     seed: int = 0  #: seeds the weights, batches and augmentations
 
     def __post_init__(self) -> None:
         check_fields(self, {"steps": check_int, "batch_size": check_int, "lr": check_positive,
                             "weight_decay": check_nonnegative, "hidden": check_int,
-                            "features": check_int, "seed": (check_int, 0)})
+                            "features": check_int, "arch": (check_choice, ARCHITECTURES),
+                            "seed": (check_int, 0)})
         if not isinstance(self.augment, bool):
             raise TypeError(f"SupervisedConfig.augment must be a bool, got {self.augment!r}")
 
@@ -348,7 +373,7 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     n, h, w = images.shape
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    net = nn.Sequential(make_encoder(h * w, config.hidden, config.features),
+    net = nn.Sequential(make_encoder(h * w, config.hidden, config.features, config.arch),
                         nn.Linear(config.features, num_classes))
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, n)
