@@ -54,6 +54,7 @@ def _record(env: str, chapter: str, result: dict, before: dict, after: dict) -> 
         "first_cell_seconds": round(cells[0], 1) if cells else None,
         "first_output": result["first_output"][-300:],
         "installed_by_first_cell": sorted(n for n in after if n not in before),
+        "widget_cell_seconds": [result["cell_seconds"][i] for i in result["widget_cells"]],
     }
     REPORT.write_text(json.dumps(report, indent=1, sort_keys=True))
 
