@@ -262,6 +262,11 @@ def unroll(cell: Cell, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(cell, RNNCell | LSTMCell | GRUCell):
         raise TypeError(f"cell must be an RNNCell, LSTMCell or GRUCell, got {type(cell).__name__}")
     x = check_finite("x", _tensor("x", x, 3, " of shape (B, N, input_size)"))
+    return _unroll(cell, x)
+
+
+def _unroll(cell: Cell, x: torch.Tensor) -> torch.Tensor:
+    """:func:`unroll` without the NaN scan (called in every forward pass of a classifier)."""
     state = cell.init_state(x[:, 0])
     hs = []
     for t in range(x.shape[1]):
@@ -730,8 +735,7 @@ class RecurrentClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens (B, N)`` -> logits ``(B, n_classes)``."""
-        _check_tokens(tokens, self.vocab)
-        return self.head(unroll(self.cell, self.embed(tokens))[:, -1])
+        return self.head(_unroll(self.cell, _embed(self.embed, tokens, self.vocab))[:, -1])
 
 
 class TransformerClassifier(nn.Module):
@@ -752,8 +756,7 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, *, return_attention: bool = False):
         """``tokens (B, N)`` -> logits ``(B, n_classes)`` [, list of ``(B, H, N, N)`` per layer]."""
-        _check_tokens(tokens, self.vocab)
-        x = self.embed(tokens)  # (B, N, E)
+        x = _embed(self.embed, tokens, self.vocab)  # (B, N, E)
         x = x + sinusoidal_positional_encoding(tokens.shape[1], x.shape[-1]).to(x)
         maps = []
         for block in self.blocks:
@@ -763,10 +766,15 @@ class TransformerClassifier(nn.Module):
         return (logits, maps) if return_attention else logits
 
 
-def _check_tokens(tokens: object, vocab: int) -> None:
-    """Token ids ``(B, N)`` in ``[0, vocab)`` (a negative id would not wrap, but it would crash deep)."""
-    check_tensor("tokens", tokens, ("B", "N"), dtype="int")
-    check_indices("tokens", tokens, vocab)
+def _embed(embed: nn.Embedding, tokens: object, vocab: int) -> torch.Tensor:
+    """Embed token ids ``(B, N)`` in ``[0, vocab)``; every forward pass calls this, so the range is
+    checked only when the embedding refuses an id (no extra reductions on the normal path)."""
+    check_tensor("tokens", tokens, ("B", "N"), dtype="int", finite=False)
+    try:
+        return embed(tokens)
+    except IndexError:
+        check_indices("tokens", tokens, vocab)  # raises, naming the ids
+        raise
 
 
 @dataclass
