@@ -61,7 +61,7 @@ def _record(env: str, chapter: str, result: dict, before: dict, after: dict) -> 
 
 #: The exported notebooks to run: those of the built site, or (``make test``, which runs these
 #: tests while it executes the book) the same export written by ``site/_ext/course_site.py``.
-NOTEBOOKS = Path(os.environ.get("COURSE_NOTEBOOKS") or SITE / "notebooks")
+NOTEBOOKS = Path(os.environ.get("COURSE_NOTEBOOKS") or SITE / "notebooks").resolve()
 
 
 def _notebook(chapter: str) -> Path:
