@@ -773,9 +773,7 @@ def match_detections(
     if not thresholds:
         raise ValueError("iou_thresholds must not be empty")
     check_int("max_detections", max_detections)
-    if isinstance(label, bool) or not isinstance(label, int):
-        raise TypeError(f"label must be an int class id, got {type(label).__name__} {label!r}")
-    check_int("label", label, minimum=0)
+    label = check_int("label", label, minimum=0)
     return _match_class(preds, targets, label, thresholds, max_detections)
 
 
