@@ -309,8 +309,8 @@ def test_edm_helpers_check_their_arguments():
         edm.add_noise(torch.zeros(4, 2), torch.zeros(4, 2), 1.0, torch.ones(4, 1))
     with pytest.raises(ValueError, match=r"eps must have shape \(B, d\) with B = 4"):
         edm.effective_target(torch.zeros(4, 2), torch.zeros(3, 2), torch.ones(4), 1.0)
-    with pytest.raises(ValueError, match="sigma must be > 0"):
-        edm.preconditioning(torch.tensor([0.0]), 1.0)
+    with pytest.raises(TypeError, match="sigma must be a floating-point tensor"):
+        edm.preconditioning(torch.tensor([1]), 1.0)
     with pytest.raises(ValueError, match="solver must be one of"):
         edm.nfe(3, "rk4")
     with pytest.raises(TypeError, match="schedule must be a NoiseSchedule"):

@@ -323,25 +323,20 @@ def q_sample(
     alpha_bar = _check_alpha_bar(alpha_bar)
     _check_same_shape(x0=x0, noise=noise)
     t = _as_steps(t, x0.shape[0], len(alpha_bar))
-    return _q_sample(x0, t, noise, alpha_bar)
-
-
-def _q_sample(
-    x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
-) -> torch.Tensor:
     ab = _per_sample(alpha_bar[t], x0)  # (B, 1, ..., 1)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def _check_same_shape(**tensors: object) -> None:
-    """Float tensors of one shape (no broadcasting), all finite."""
+    """Float tensors of one shape (no broadcasting). No NaN scan: the steps run at every
+    sampling and training step, and a NaN shows in their output; the loops check their
+    inputs (``x_T``, the data) once."""
     names = list(tensors)
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
-        check_finite(name, value)
     first = tensors[names[0]]
     for name in names[1:]:
         if tensors[name].shape != first.shape:
@@ -383,10 +378,6 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.
     """
     _check_same_shape(x_t=x_t, eps=eps)
     _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=True, batch=x_t.shape[0])
-    return _predict_x0(x_t, eps, alpha_bar_t)
-
-
-def _predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
     ab = _broadcast(alpha_bar_t, x_t)
     return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
@@ -432,7 +423,7 @@ def epsilon_loss(
     T = len(alpha_bar)
     t = torch.randint(0, T, (x0.shape[0],), generator=generator, device=x0.device)  # (B,)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    x_t = _q_sample(x0, t, noise, alpha_bar.to(x0.device))
+    x_t = q_sample(x0, t, noise, alpha_bar.to(x0.device))
     eps_hat = model(x_t, scale_t(t, T).to(x0))
     if eps_hat.shape != x0.shape:
         raise ValueError(
@@ -501,18 +492,10 @@ def ddim_step(
         clip_x0: ``None`` or :math:`c > 0`.
     """
     _check_same_shape(x_t=x_t, eps=eps)
-    if noise is not None:
-        _check_same_shape(x_t=x_t, noise=noise)
+    sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
+    x0 = predict_x0(x_t, eps, alpha_bar_t)
     if clip_x0 is not None:
         check_positive("clip_x0", clip_x0)
-    return _ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0)
-
-
-def _ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0):
-    """:func:`ddim_step` without the tensor checks (the sampling loops check once, up front)."""
-    sigma = ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
-    x0 = _predict_x0(x_t, eps, alpha_bar_t)
-    if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         eps = (x_t - math.sqrt(alpha_bar_t) * x0) / math.sqrt(1 - alpha_bar_t)
     direction = math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0)) * eps
@@ -520,6 +503,7 @@ def _ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0):
     if sigma > 0:
         if noise is None:
             raise ValueError(f"noise is required when sigma > 0 (eta={eta}, sigma={sigma:.3g})")
+        _check_same_shape(x_t=x_t, noise=noise)
         x_prev = x_prev + sigma * noise
     return x_prev
 
@@ -544,21 +528,13 @@ def ddpm_step(
     ``alpha_bar_prev = 1`` at :math:`t = 0`, where :math:`\tilde\beta_0 = 0` and no noise is added.
     """
     _check_same_shape(x_t=x_t, eps=eps)
-    if noise is not None:
-        _check_same_shape(x_t=x_t, noise=noise)
     beta_t = check_real("beta_t", beta_t, 0.0, 1.0, low_open=True, high_open=True)
     _check_alpha_value("alpha_bar_t", alpha_bar_t, allow_one=False)
-    _check_alpha_value("alpha_bar_prev", alpha_bar_prev, allow_one=True)
+    x0 = predict_x0(x_t, eps, alpha_bar_t)
     if clip_x0 is not None:
         check_positive("clip_x0", clip_x0)
-    return _ddpm_step(x_t, eps, beta_t, alpha_bar_t, alpha_bar_prev, noise, clip_x0)
-
-
-def _ddpm_step(x_t, eps, beta_t, alpha_bar_t, alpha_bar_prev, noise, clip_x0):
-    """:func:`ddpm_step` without the checks (the sampling loop checks once, up front)."""
-    x0 = _predict_x0(x_t, eps, alpha_bar_t)
-    if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
+    _check_alpha_value("alpha_bar_prev", alpha_bar_prev, allow_one=True)
     coef_x0 = math.sqrt(alpha_bar_prev) * beta_t / (1 - alpha_bar_t)
     coef_xt = math.sqrt(1 - beta_t) * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
     variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
@@ -566,6 +542,7 @@ def _ddpm_step(x_t, eps, beta_t, alpha_bar_t, alpha_bar_prev, noise, clip_x0):
     if variance > 0:
         if noise is None:
             raise ValueError("noise is required for t > 0 (the posterior variance is positive)")
+        _check_same_shape(x_t=x_t, noise=noise)
         x_prev = x_prev + math.sqrt(variance) * noise
     return x_prev
 
@@ -665,7 +642,7 @@ def ddpm_sample(
         noise = None
         if t > 0:
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = _ddpm_step(x, eps, float(betas[t]), alpha_bar[t], prev, noise, clip_x0)
+        x = ddpm_step(x, eps, float(betas[t]), alpha_bar[t], prev, noise=noise, clip_x0=clip_x0)
         if return_trajectory:
             trajectory.append(x)
     return (x, trajectory) if return_trajectory else x
@@ -724,7 +701,7 @@ def ddim_sample(
         noise = None
         if ddim_sigma(ab[t], prev, eta) > 0:
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = _ddim_step(x, eps, ab[t], prev, eta, noise, clip_x0)
+        x = ddim_step(x, eps, ab[t], prev, eta=eta, noise=noise, clip_x0=clip_x0)
         if return_trajectory:
             trajectory.append(x)
     return (x, trajectory) if return_trajectory else x

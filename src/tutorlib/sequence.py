@@ -404,13 +404,6 @@ def scaled_dot_product_attention(
             f"q, k, v must be (B, H, n_q, d), (B, H, n_k, d), (B, H, n_k, d_v); "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_finite(name, t)
-    return _attention(q, k, v, causal, key_padding_mask)
-
-
-def _attention(q, k, v, causal, key_padding_mask):
-    """:func:`scaled_dot_product_attention` without the checks (called in every forward pass)."""
     n_q, n_k = q.shape[2], k.shape[2]
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, n_q, n_k)
     mask = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
@@ -486,7 +479,7 @@ class MultiHeadAttention(nn.Module):
         q = split(_linear(query, w_q, b_q))
         k = split(_linear(key, w_k, b_k))
         v = split(_linear(value, w_v, b_v))
-        out, weights = _attention(q, k, v, causal, key_padding_mask)
+        out, weights = scaled_dot_product_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
         B, _, n_q, d = out.shape
         out = out.transpose(1, 2).reshape(B, n_q, H * d)  # (B, n_q, E): heads side by side
         return self.out_proj(out), weights
