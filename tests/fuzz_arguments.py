@@ -105,6 +105,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("edm.ddpm_s_sigma", "alpha_bar", "*"): "element-wise on any shape",
     ("edm.preconditioning", "sigma", "*"): "element-wise on any shape; every forward pass: no value scan",
     ("edm.ode_drift", "x", "tensor nan"): "every solver step: no NaN scan (the noise is checked once)",
+    ("edm.ode_drift", "t", "float -1"): "the time domain depends on the schedule",
+    ("edm.ode_drift", "schedule", "*"): "the schedule's name is a free label",
     ("sequence.scaled_dot_product_attention", "*", "tensor nan"): "every forward pass: no NaN scan",
     ("sequence.softmax_attention", "*", "tensor nan"): "a timing helper around the attention",
     ("edm.edm_loss", "x0", "tensor nan"): "every training step: fit checks the data once",
