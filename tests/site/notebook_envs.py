@@ -38,7 +38,8 @@ COLAB_PRELOADED = [
 #: Colab's packages that cannot be had at Colab's version here: the torch family (CUDA/CPU
 #: builds; torch itself comes from requirements.txt) and what this torch needs newer than Colab
 #: has (torch 2.13 requires setuptools>=77.0.3; Colab's torch 2.11 is content with its 75.2).
-NOT_FROM_COLAB = ("torch", "triton", "nvidia-", "cuda-", "jax", "tensorflow", "tf-", "keras", "setuptools")
+NOT_FROM_COLAB = ("torch", "triton", "nvidia-", "cuda-", "jax", "tensorflow", "tf-", "keras", "setuptools",
+                  "pip")
 
 
 def normalise(name: str) -> str:
@@ -99,7 +100,8 @@ def colab_env() -> Path:
         f"{n}=={v}" for n, v in sorted(colab.items()) if not n.startswith(NOT_FROM_COLAB)
     )
     preload = [f"{n}=={colab[normalise(n)]}" for n in COLAB_PRELOADED]
-    recipe = [pinned("torch"), ["-c", "{env}/colab-constraints.txt", *preload]]
+    recipe = [["-c", "{env}/colab-constraints.txt", *pinned("torch")],
+              ["-c", "{env}/colab-constraints.txt", *preload]]
     return _make("colab", recipe, {"colab-constraints.txt": constraints + "\n"})
 
 
