@@ -38,6 +38,8 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+__all__ = ["widget_mode", "figure_to_png", "render_settings", "draw_setting", "interact"]
+
 #: Settings rendered at most by one call, to keep pages light (each PNG is ~20–60 kB).
 MAX_SETTINGS = 256
 #: Resolution of the pre-rendered images: lower than the book's figures, since a widget
