@@ -25,7 +25,7 @@ def test_page_loads_everything_from_the_site_itself(open_page, path):
 
 
 @pytest.mark.parametrize("path", CHAPTERS)
-def test_math_is_typeset(open_page, path):
+def test_math_is_typeset_and_fits_the_column(open_page, path):
     page, report = open_page(path)
     # every .math element (visible or not: some sit in collapsed menus) gets a MathJax container
     page.wait_for_function(
@@ -36,6 +36,15 @@ def test_math_is_typeset(open_page, path):
     errors = page.eval_on_selector_all("mjx-merror", "els => els.map(e => e.textContent)")
     assert errors == [], "TeX that MathJax could not typeset"
     assert report.blocked == []
+    # On a 1280 px desktop no visible display equation may need its own horizontal scroll bar:
+    # a wider one is split with `aligned`. (Equations in collapsed solutions are not laid out.)
+    wide = page.eval_on_selector_all(
+        "div.math",
+        """els => els.filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+                   .map(e => `${e.scrollWidth - e.clientWidth}px too wide, in section `
+                             + `#${e.closest('section')?.id}`)""",
+    )
+    assert wide == [], "display equations wider than the text column"
 
 
 def _visible_widget_image(widget) -> str:
