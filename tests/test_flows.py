@@ -5,7 +5,6 @@ and determinants from numpy, densities from scipy.stats and torch.distributions,
 from scipy.integrate and scipy.linalg.expm.
 """
 
-import itertools
 import math
 
 import numpy as np
@@ -13,9 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import integrate, linalg, stats
-from scipy.special import logsumexp
-from sklearn.datasets import make_moons
+from scipy import stats
 from torch import distributions as D
 from torch import nn
 
@@ -257,72 +254,8 @@ def test_path_runs_the_layers_backwards_one_at_a_time():
 
 
 # --------------------------------------------------------------------------------------------
-# the toy data and what they let us measure
+# the volume-preserving floor
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", fl.TOY_DATASETS)
-def test_toy_densities_integrate_to_one_and_support_the_samples(name):
-    n = {"checkerboard": 800, "8gaussians": 400, "moons": 160}[name]  # the moons' density is costly
-    grid = torch.linspace(-5, 5, n + 1)[:-1] + 5 / n  # cell midpoints, none on a square's edge
-    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
-    p = fl.toy_log_prob(name, torch.stack([xx.ravel(), yy.ravel()], 1)).exp()
-    assert p.sum().item() * (grid[1] - grid[0]).item() ** 2 == pytest.approx(1.0, abs=1e-4)
-    x = fl.sample_2d(name, 2000, torch.Generator().manual_seed(0)).double()
-    assert torch.isfinite(fl.toy_log_prob(name, x)).all()
-
-
-def test_eight_gaussians_density_matches_scipy():
-    x = torch.randn(50, 2) * 2
-    comps = [stats.multivariate_normal(c, fl.EIGHT_GAUSSIANS_STD**2 * np.eye(2)).logpdf(x.numpy())
-             for c in fl._eight_centres(torch.float64).numpy()]
-    np.testing.assert_allclose(fl.toy_log_prob("8gaussians", x).numpy(), logsumexp(comps, axis=0) - np.log(8))
-
-
-def test_moons_density_matches_scipy_quadrature():
-    s = 2 * fl.MOONS_NOISE
-    pts = fl.sample_2d("moons", 6, torch.Generator().manual_seed(0)).double().numpy()
-    pts[:3] += 0.15  # some points off the curve too
-
-    def density(p):
-        def upper(t):
-            c = (np.array([np.cos(t), np.sin(t)]) - [0.5, 0.25]) * 2
-            return stats.multivariate_normal(c, s**2 * np.eye(2)).pdf(p)
-
-        def lower(t):
-            c = (np.array([1 - np.cos(t), 0.5 - np.sin(t)]) - [0.5, 0.25]) * 2
-            return stats.multivariate_normal(c, s**2 * np.eye(2)).pdf(p)
-
-        halves = [integrate.quad(f, 0, np.pi, limit=200, epsabs=1e-14)[0] for f in (upper, lower)]
-        return 0.5 / np.pi * sum(halves)
-
-    expected = np.array([density(p) for p in pts])
-    ours = fl.toy_log_prob("moons", torch.tensor(pts)).exp().numpy()
-    assert expected.min() > 1e-3
-    np.testing.assert_allclose(ours, expected, rtol=1e-8)
-
-
-def test_moons_have_the_distribution_of_scikit_learn_make_moons():
-    ours = fl.sample_2d("moons", 40_000, torch.Generator().manual_seed(0)).double().numpy()
-    ref, _ = make_moons(40_000, noise=fl.MOONS_NOISE, random_state=0)
-    ref = (ref - [0.5, 0.25]) * 2
-    np.testing.assert_allclose(ours.mean(0), ref.mean(0), atol=0.03)
-    np.testing.assert_allclose(np.cov(ours.T), np.cov(ref.T), atol=0.04)
-    for j in range(2):
-        assert stats.ks_2samp(ours[:, j], ref[:, j]).pvalue > 1e-4
-
-
-def test_checkerboard_samples_stay_on_the_black_squares():
-    x = fl.sample_2d("checkerboard", 5000, torch.Generator().manual_seed(1))
-    cells = torch.floor(x + 2).long()
-    assert torch.all((cells[:, 0] + cells[:, 1]) % 2 == 0) and x.abs().max() <= 2
-    counts = torch.bincount(cells[:, 0] * 4 + cells[:, 1], minlength=16)
-    assert (counts > 0).sum() == 8
-    # on a grid through the squares' edges the density still integrates to one
-    grid = torch.arange(-96, 96) / 32  # left corners of exact 1/32 cells, every integer edge among them
-    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
-    p = fl.toy_log_prob("checkerboard", torch.stack([xx.ravel(), yy.ravel()], 1)).exp()
-    assert p.sum().item() / 32**2 == pytest.approx(1.0, abs=1e-12)
-
-
 def test_volume_preserving_bound_is_reached_by_the_identity_on_gaussians():
     for s, dim in [(0.3, 2), (1.0, 3), (2.5, 4)]:
         entropy = stats.multivariate_normal(np.zeros(dim), s**2 * np.eye(dim)).entropy()
@@ -350,6 +283,16 @@ def test_no_volume_preserving_flow_beats_the_bound(seed):
 # --------------------------------------------------------------------------------------------
 # images: dequantisation and bits/dim
 # --------------------------------------------------------------------------------------------
+def test_names_other_chapters_import_stay_importable_from_flows():
+    from tutorlib import cnf, toy2d
+
+    for name in ("sample_2d", "toy_log_prob", "TOY_DATASETS", "EIGHT_GAUSSIANS_RADIUS",
+                 "EIGHT_GAUSSIANS_STD", "MOONS_NOISE"):
+        assert getattr(fl, name) is getattr(toy2d, name)
+    for name in ("ContinuousFlow", "VelocityField", "odeint", "divergence_exact", "divergence_hutchinson"):
+        assert getattr(fl, name) is getattr(cnf, name)
+
+
 def test_digits_split_is_disjoint_and_integer():
     train, test = fl.load_digits_split(0.2, seed=0)
     assert train.shape[1] == 64 and len(train) + len(test) == 1797 and len(test) == 359
@@ -382,93 +325,6 @@ def test_bits_per_dim_counts_the_logit_jacobian():
     expected = (-by_hand.mean() + 8 * math.log(17)) / (8 * math.log(2))  # the definition, by hand
     assert fl.bits_per_dim(flow.log_prob(x), 8, 17) == pytest.approx(expected, rel=1e-12)
     assert fl.bits_per_dim(stats.norm.logpdf(y.numpy()).sum(1).mean(), 8, 17) != pytest.approx(expected)
-
-
-# --------------------------------------------------------------------------------------------
-# continuous flows
-# --------------------------------------------------------------------------------------------
-def test_rk4_matches_scipy_and_converges_at_fourth_order():
-    def f(t, y):
-        return torch.stack([y[1], -y[0] + torch.sin(torch.as_tensor(3 * t))])
-
-    y0 = torch.tensor([1.0, 0.0])
-    exact = integrate.solve_ivp(lambda t, y: [y[1], -y[0] + np.sin(3 * t)], (0, 2), [1, 0],
-                                rtol=1e-12, atol=1e-12).y[:, -1]
-    errors = {m: [np.abs(fl.odeint(f, y0, 0.0, 2.0, n, m)[-1].numpy() - exact).max() for n in (20, 40)]
-              for m in ("rk4", "euler")}
-    assert errors["rk4"][1] < 1e-6
-    assert 12 < errors["rk4"][0] / errors["rk4"][1] < 20  # 2^4 = 16
-    assert 1.6 < errors["euler"][0] / errors["euler"][1] < 2.4  # 2^1 = 2
-    back = fl.odeint(f, fl.odeint(f, y0, 0.0, 2.0, 200)[-1], 2.0, 0.0, 200)[-1]
-    torch.testing.assert_close(back, y0, atol=1e-9, rtol=0)
-
-
-def test_exact_divergence_is_the_trace_of_the_jacobian():
-    torch.manual_seed(0)
-    net = fl.VelocityField(3, hidden=16)
-    z = torch.randn(4, 3, requires_grad=True)
-    div = fl.divergence_exact(net(z, 0.3), z)
-    for i in range(4):
-        jac = torch.autograd.functional.jacobian(lambda v: net(v[None], 0.3)[0], z[i].detach())
-        assert div[i].item() == pytest.approx(torch.trace(jac).item(), abs=1e-12)
-
-
-def test_hutchinson_averaged_over_all_sign_vectors_is_exact():
-    torch.manual_seed(1)
-    dim = 3
-    net = fl.VelocityField(dim, hidden=16)
-    z = torch.randn(5, dim, requires_grad=True)
-    v = net(z, 0.7)
-    signs = [torch.tensor(s, dtype=torch.float64) for s in itertools.product([-1, 1], repeat=dim)]
-    mean = sum(fl.divergence_hutchinson(v, z, s.expand(5, dim)) for s in signs) / len(signs)
-    torch.testing.assert_close(mean, fl.divergence_exact(v, z), atol=1e-12, rtol=0)
-
-
-def test_continuous_flow_of_a_linear_field_gives_the_gaussian_scipy_computes():
-    a = np.array([[0.3, -0.8], [0.5, -0.4]])
-
-    class Linear(nn.Module):
-        dim = 2
-
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Parameter(torch.tensor(a))
-
-        def forward(self, z, t):
-            return z @ self.a.T
-
-    cnf = fl.ContinuousFlow(Linear(), n_steps=40)
-    x = torch.randn(10, 2)
-    m = linalg.expm(a)  # z_1 = e^A z_0 with z_0 ~ N(0, I)
-    expected = stats.multivariate_normal(np.zeros(2), m @ m.T).logpdf(x.numpy())
-    np.testing.assert_allclose(cnf.log_prob(x).detach().numpy(), expected, atol=1e-8)
-    hutch = [cnf.log_prob(x, trace="hutchinson", eps=torch.tensor(s).expand(10, 2))
-             for s in ([1.0, 1.0], [1.0, -1.0])]
-    np.testing.assert_allclose(((hutch[0] + hutch[1]) / 2).detach().numpy(), expected, atol=1e-8)
-
-
-def test_continuous_flow_density_integrates_to_one_and_hutchinson_is_unbiased():
-    torch.manual_seed(3)
-    cnf = fl.ContinuousFlow(fl.VelocityField(2, hidden=16), n_steps=4)
-    grid = torch.linspace(-7, 7, 101)
-    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
-    pts = torch.stack([xx.ravel(), yy.ravel()], 1)
-    p = cnf.log_prob(pts).exp()
-    assert p.sum().item() * (grid[1] - grid[0]).item() ** 2 == pytest.approx(1.0, abs=5e-3)
-    x = torch.randn(6, 2)
-    exact = cnf.log_prob(x)
-    pair = [cnf.log_prob(x, trace="hutchinson", eps=torch.tensor(s).expand(6, 2))
-            for s in ([1.0, 1.0], [1.0, -1.0])]
-    torch.testing.assert_close((pair[0] + pair[1]) / 2, exact, atol=1e-12, rtol=0)
-
-
-def test_continuous_flow_trains_through_the_divergence():
-    torch.manual_seed(0)
-    cnf = fl.ContinuousFlow(fl.VelocityField(2, hidden=8), n_steps=2)
-    loss = -cnf.log_prob(torch.randn(16, 2) * 0.5).mean()
-    loss.backward()
-    grads = [p.grad for p in cnf.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,12 +424,6 @@ def test_other_constructors_refuse_bad_arguments():
 
 
 def test_data_and_metrics_refuse_bad_arguments():
-    with pytest.raises(ValueError, match="name must be one of"):
-        fl.sample_2d("spirals", 10)
-    with pytest.raises(ValueError, match="name must be one of"):
-        fl.toy_log_prob("spirals", torch.zeros(3, 2))
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 2\)"):
-        fl.toy_log_prob("moons", torch.zeros(3, 3))
     with pytest.raises(ValueError, match=r"k must lie in 0 \.\. 16"):
         fl.dequantize(torch.tensor([[0, 17]]), 17)
     with pytest.raises(TypeError, match="integer tensor"):
@@ -592,27 +442,6 @@ def test_data_and_metrics_refuse_bad_arguments():
         fl.train_flow(fl.Flow([fl.Scaling(2)]), torch.zeros(10))
 
 
-def test_continuous_flow_refuses_bad_arguments():
-    cnf = fl.ContinuousFlow(fl.VelocityField(2, hidden=4))
-    with pytest.raises(ValueError, match="trace must be 'exact' or 'hutchinson'"):
-        fl.ContinuousFlow(fl.VelocityField(2), trace="skilling")
-    with pytest.raises(ValueError, match="method must be 'euler' or 'rk4'"):
-        fl.ContinuousFlow(fl.VelocityField(2), method="dopri5")
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 2\)"):
-        cnf.log_prob(torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="must be finite"):
-        cnf.log_prob(torch.tensor([[0.0, float("nan")]]))
-    with pytest.raises(ValueError, match="eps must be a tensor of the shape of x"):
-        cnf.log_prob(torch.zeros(3, 2), trace="hutchinson", eps=torch.ones(2, 2))
-    with pytest.raises(ValueError, match="takes none"):
-        cnf.log_prob(torch.zeros(3, 2), trace="exact", eps=torch.ones(3, 2))
-    with pytest.raises(ValueError, match="n_steps must be >= 1"):
-        fl.odeint(lambda t, y: y, torch.zeros(2), 0.0, 1.0, n_steps=0)
-    with pytest.raises(ValueError, match="eps must have the shape of z"):
-        z = torch.zeros(3, 2, requires_grad=True)
-        fl.divergence_hutchinson(z * 2, z, torch.ones(3, 3))
-
-
 def test_train_config_refuses_a_negative_clip_norm():
     # clip_grad_norm_ with a negative max_norm multiplies the gradient by a negative number
     with pytest.raises(ValueError, match=r"TrainConfig\.grad_clip must be finite and > 0, got -1"):
@@ -624,20 +453,7 @@ def test_train_config_refuses_a_negative_clip_norm():
         fl.train_flow(fl.make_realnvp(2, n_couplings=1, hidden=4), torch.zeros(4, 2), config)
 
 
-def test_odeint_divergences_and_base_density_check_their_arguments():
-    with pytest.raises(ValueError, match="t1 must be a finite number"):
-        fl.odeint(lambda t, y: y, torch.zeros(2), 0.0, float("nan"))
-    with pytest.raises(ValueError, match="y0 must be finite"):
-        fl.odeint(lambda t, y: y, torch.tensor([float("nan")]), 0.0, 1.0)
-    with pytest.raises(ValueError, match="method must be one of"):
-        fl.odeint(lambda t, y: y, torch.zeros(2), 0.0, 1.0, method="midpoint")
-    z = torch.zeros(3, 2, requires_grad=True)
-    with pytest.raises(ValueError, match="f must be computed from z with autograd"):
-        fl.divergence_exact(torch.zeros(3, 2), z)
-    with pytest.raises(ValueError, match=r"f must have the shape of z \(3, 2\)"):
-        fl.divergence_exact((2 * z)[:, :1], z)
-    with pytest.raises(ValueError, match="eps must be finite"):
-        fl.divergence_hutchinson(2 * z, z, torch.full((3, 2), float("nan")))
+def test_base_density_checks_its_arguments():
     with pytest.raises(ValueError, match="z must be finite"):
         fl.base_log_prob(torch.tensor([[float("nan"), 0.0]]))
     with pytest.raises(ValueError, match="base must be one of"):

@@ -21,8 +21,10 @@ Every layer here is an ``nn.Module`` with
 Layers: :class:`AdditiveCoupling` (NICE), :class:`AffineCoupling` (RealNVP),
 :class:`Scaling` (NICE's diagonal scaling), :class:`Permutation` / :class:`Reverse`,
 :class:`ActNorm` and :class:`Invertible1x1` (Glow, a :math:`D \\times D` matrix here),
-:class:`Logit` (pre-processing of images). :class:`Flow` chains them.
-:class:`ContinuousFlow` is a neural ODE with the instantaneous change of variables.
+:class:`Logit` (pre-processing of images). :class:`Flow` chains them; :func:`train_flow` fits
+one by maximum likelihood; :func:`dequantize` and :func:`bits_per_dim` score it on images.
+The 2-D toy data live in :mod:`tutorlib.toy2d`, continuous flows in :mod:`tutorlib.cnf`
+(their names used by other chapters are re-exported here).
 
 Legend (code name -> symbol): ``x`` -> :math:`x`, ``z`` -> :math:`z`, ``log_det`` ->
 :math:`\\log|\\det J|`, ``shift`` -> :math:`m(\\cdot)` (NICE) or :math:`t(\\cdot)` (RealNVP),
@@ -32,9 +34,6 @@ References:
     Dinh, Krueger, Bengio (2015), "NICE: Non-linear independent components estimation".
     Dinh, Sohl-Dickstein, Bengio (2017), "Density estimation using Real NVP".
     Kingma, Dhariwal (2018), "Glow: generative flow with invertible 1x1 convolutions".
-    Chen, Rubanova, Bettencourt, Duvenaud (2018), "Neural ordinary differential equations".
-    Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud (2019), "FFJORD".
-    Hutchinson (1989), "A stochastic estimator of the trace of the influence matrix".
 """
 
 from __future__ import annotations
@@ -46,6 +45,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+# Re-exported for the chapters and modules that import them from here (they live in
+# tutorlib.toy2d and tutorlib.cnf).
+from tutorlib.cnf import (  # noqa: F401
+    ContinuousFlow,
+    VelocityField,
+    divergence_exact,
+    divergence_hutchinson,
+    odeint,
+)
+from tutorlib.toy2d import (  # noqa: F401
+    EIGHT_GAUSSIANS_RADIUS,
+    EIGHT_GAUSSIANS_STD,
+    MOONS_NOISE,
+    TOY_DATASETS,
+    sample_2d,
+    toy_log_prob,
+)
 from tutorlib.validation import (
     check_choice,
     check_fields,
@@ -54,20 +70,14 @@ from tutorlib.validation import (
     check_nonnegative,
     check_positive,
     check_real,
-    check_tensor,
     optional,
 )
 
 __all__ = [
-    "EIGHT_GAUSSIANS_RADIUS",
-    "EIGHT_GAUSSIANS_STD",
     "LOG_2PI",
-    "MOONS_NOISE",
-    "TOY_DATASETS",
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
-    "ContinuousFlow",
     "Flow",
     "FlowLayer",
     "Invertible1x1",
@@ -76,31 +86,22 @@ __all__ = [
     "Reverse",
     "Scaling",
     "TrainConfig",
-    "VelocityField",
     "autograd_log_det",
     "base_log_prob",
     "base_sample",
     "bits_per_dim",
     "dequantize",
-    "divergence_exact",
-    "divergence_hutchinson",
     "load_digits_split",
     "make_glow",
     "make_nice",
     "make_realnvp",
     "mlp",
     "nll",
-    "odeint",
-    "sample_2d",
-    "toy_log_prob",
     "train_flow",
     "volume_preserving_nll_bound",
 ]
 
 LOG_2PI = math.log(2 * math.pi)
-
-#: The 2-D toy data sets of :func:`sample_2d`.
-TOY_DATASETS = ("moons", "checkerboard", "8gaussians")
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,93 +675,8 @@ def autograd_log_det(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------
-# data
+# the volume-preserving floor
 # --------------------------------------------------------------------------------------------
-#: Centre radius and standard deviation of each component of the "8gaussians" data.
-EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD = 2.0, 0.2
-
-
-def _eight_centres(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    return (EIGHT_GAUSSIANS_RADIUS * torch.stack([angles.cos(), angles.sin()], 1)).to(dtype)  # (8, 2)
-
-
-def sample_2d(name: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Samples of a 2-D toy distribution, shape ``(n, 2)``, float32.
-
-    - ``"moons"``: two interleaving half circles (as ``sklearn.datasets.make_moons``), noise
-      ``MOONS_NOISE``, then centred and scaled by 2;
-    - ``"checkerboard"``: uniform on the 8 black squares of a 4×4 board on :math:`[-2, 2]^2`
-      (total area 8);
-    - ``"8gaussians"``: equal mixture of 8 Gaussians with std ``EIGHT_GAUSSIANS_STD`` on a
-      circle of radius ``EIGHT_GAUSSIANS_RADIUS``.
-    """
-    check_int("n", n, 1)
-    if name == "moons":
-        upper = torch.rand(n, generator=generator) < 0.5
-        angle = torch.rand(n, generator=generator) * math.pi
-        x = torch.stack([angle.cos(), angle.sin()], 1)
-        x = torch.where(upper[:, None], x, torch.stack([1 - angle.cos(), 0.5 - angle.sin()], 1))
-        x = x + MOONS_NOISE * torch.randn(n, 2, generator=generator)
-        return (x - torch.tensor([0.5, 0.25])) * 2.0
-    if name == "checkerboard":
-        cell = torch.randint(0, 8, (n,), generator=generator)  # which black square
-        row = cell // 2
-        col = 2 * (cell % 2) + (row % 2)  # black squares: (row + col) even
-        u = torch.rand(n, 2, generator=generator)
-        return torch.stack([col + u[:, 0], row + u[:, 1]], 1) - 2.0
-    if name == "8gaussians":
-        which = torch.randint(0, 8, (n,), generator=generator)
-        return _eight_centres()[which] + EIGHT_GAUSSIANS_STD * torch.randn(n, 2, generator=generator)
-    raise ValueError(f"name must be one of {TOY_DATASETS}, got {name!r}")
-
-
-MOONS_NOISE = 0.05  #: noise of the "moons" before they are scaled by 2
-
-
-def _moon_centres(n_nodes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Midpoints of ``n_nodes`` equal angle steps along both moons, in the scaled coordinates."""
-    theta = (torch.arange(n_nodes, dtype=torch.float64) + 0.5) * (math.pi / n_nodes)
-    upper = torch.stack([theta.cos(), theta.sin()], 1)
-    lower = torch.stack([1 - theta.cos(), 0.5 - theta.sin()], 1)
-    return ((torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)) * 2).to(dtype)
-
-
-def toy_log_prob(name: str, x: torch.Tensor, n_nodes: int = 400) -> torch.Tensor:
-    """The true log-density of the data of :func:`sample_2d` at ``x`` (N, 2), shape ``(N,)``.
-
-    - ``"checkerboard"``: :math:`\\log(1/8)` on the black squares (half-open,
-      :math:`[a, a+1) \\times [b, b+1)`), :math:`-\\infty` elsewhere;
-    - ``"8gaussians"``: the mixture, exactly;
-    - ``"moons"``: a curve blurred by Gaussian noise, :math:`p(x) = \\frac12 \\sum_{m=1}^{2}
-      \\frac1\\pi \\int_0^\\pi N(x; c_m(\\theta), \\sigma^2 I)\\, d\\theta`, by the midpoint
-      rule with ``n_nodes`` angles per moon (nodes 0.016 apart against a noise of
-      :math:`\\sigma = 0.1`, so the rule is accurate to many digits).
-
-    With it the data's entropy :math:`h = -E\\log p(x)` is a Monte Carlo average, and a
-    model's test NLL minus :math:`h` estimates :math:`\\mathrm{KL}(p_{\\text{data}} \\Vert
-    p_\\theta) \\ge 0`.
-    """
-    x = _check_batch(x, 2)
-    if name == "checkerboard":
-        inside = ((x >= -2) & (x < 2)).all(dim=1)  # squares are [a, a + 1): no double edges
-        col, row = torch.floor(x[:, 0] + 2), torch.floor(x[:, 1] + 2)
-        black = torch.remainder(col + row, 2) == 0
-        return torch.where(inside & black, x.new_tensor(-math.log(8.0)), x.new_tensor(-math.inf))
-    if name == "8gaussians":
-        centres, var = _eight_centres(x.dtype), EIGHT_GAUSSIANS_STD**2
-    elif name == "moons":
-        centres, var = _moon_centres(check_int("n_nodes", n_nodes, 1), x.dtype), (2 * MOONS_NOISE) ** 2
-    else:
-        raise ValueError(f"name must be one of {TOY_DATASETS}, got {name!r}")
-    out = []
-    for chunk in x.split(2048):
-        d2 = ((chunk[:, None, :] - centres[None]) ** 2).sum(-1)  # (n, M) squared distances
-        log_comp = -0.5 * d2 / var - math.log(2 * math.pi * var)
-        out.append(torch.logsumexp(log_comp, dim=1) - math.log(len(centres)))
-    return torch.cat(out)
-
-
 def volume_preserving_nll_bound(entropy: float, dim: int) -> float:
     """The lowest expected NLL any volume-preserving flow with a standard-normal base can reach.
 
@@ -939,226 +855,3 @@ def bits_per_dim(log_prob: torch.Tensor | float, dim: int, n_levels: int) -> flo
     if not math.isfinite(mean_log_prob):
         raise ValueError(f"log_prob must be finite, got mean {mean_log_prob}")
     return (-mean_log_prob + dim * math.log(n_levels)) / (dim * math.log(2))
-
-
-# --------------------------------------------------------------------------------------------
-# continuous normalizing flows
-# --------------------------------------------------------------------------------------------
-def _check_field_and_point(f: object, z: object) -> None:
-    """``f`` (N, D) computed from ``z`` (N, D) with autograd on; shapes and dtypes only (no NaN scan:
-    these run inside every ODE step)."""
-    for name, t in (("f", f), ("z", z)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor (N, D), got "
-                            f"{getattr(t, 'dtype', type(t).__name__)}")
-        if t.ndim != 2:
-            raise ValueError(f"{name} must have shape (N, D), got {tuple(t.shape)}")
-    if f.shape != z.shape:
-        raise ValueError(f"f must have the shape of z {tuple(z.shape)}, got {tuple(f.shape)}")
-    if not z.requires_grad or f.grad_fn is None:
-        raise ValueError("f must be computed from z with autograd on (z.requires_grad_(True) first)")
-
-
-def divergence_exact(f: torch.Tensor, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-    """:math:`\\nabla \\cdot f = \\operatorname{tr}(\\partial f / \\partial z)`, exactly.
-
-    One vector-Jacobian product per dimension (:math:`D` backward passes): fine for
-    :math:`D = 2`, slow for images.
-
-    Args:
-        f: the velocity ``(N, D)``, computed from ``z`` with autograd on.
-        z: ``(N, D)``, with ``requires_grad``.
-        create_graph: keep the graph (to train through the divergence).
-
-    Returns:
-        ``(N,)``.
-    """
-    _check_field_and_point(f, z)
-    div = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-    for j in range(z.shape[1]):
-        (grad_j,) = torch.autograd.grad(f[:, j].sum(), z, create_graph=create_graph, retain_graph=True)
-        div = div + grad_j[:, j]  # ∂f_j / ∂z_j
-    return div
-
-
-def divergence_hutchinson(f: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
-                          create_graph: bool = False) -> torch.Tensor:
-    """Hutchinson's unbiased estimate :math:`\\operatorname{tr}(A) \\approx \\epsilon^\\top A \\epsilon`.
-
-    For any :math:`\\epsilon` with :math:`E[\\epsilon\\epsilon^\\top] = I` (Rademacher or
-    Gaussian), :math:`E[\\epsilon^\\top A \\epsilon] = \\operatorname{tr}(A)`. With
-    :math:`A = \\partial f/\\partial z`, :math:`\\epsilon^\\top A` is *one* vector-Jacobian
-    product, whatever :math:`D`.
-
-    Args:
-        f, z: as in :func:`divergence_exact`.
-        eps: the probe, ``(N, D)``.
-
-    Returns:
-        ``(N,)``.
-    """
-    _check_field_and_point(f, z)
-    check_tensor("eps", eps)
-    if eps.shape != z.shape:
-        raise ValueError(f"eps must have the shape of z {tuple(z.shape)}, got {tuple(eps.shape)}")
-    (vjp,) = torch.autograd.grad(f, z, grad_outputs=eps, create_graph=create_graph, retain_graph=True)
-    return (vjp * eps).sum(dim=1)
-
-
-def odeint(func: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float,
-           t1: float, n_steps: int = 8, method: str = "rk4") -> list[torch.Tensor]:
-    """Integrate :math:`dy/dt = \\text{func}(t, y)` from ``t0`` to ``t1`` with fixed steps.
-
-    ``"euler"``: :math:`y \\leftarrow y + h\\,k_1`. ``"rk4"``, the classical Runge-Kutta method:
-    :math:`k_1 = F(t, y)`, :math:`k_2 = F(t + h/2, y + h k_1/2)`,
-    :math:`k_3 = F(t + h/2, y + h k_2/2)`, :math:`k_4 = F(t + h, y + h k_3)`,
-    :math:`y \\leftarrow y + h (k_1 + 2k_2 + 2k_3 + k_4)/6`. ``t1 < t0`` integrates backwards.
-
-    Returns:
-        The states :math:`[y(t_0), y(t_0 + h), \\dots, y(t_1)]`, ``n_steps + 1`` tensors.
-    """
-    check_int("n_steps", n_steps, 1)
-    check_choice("method", method, ("euler", "rk4"))
-    if not callable(func):
-        raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
-    t0, t1 = check_real("t0", t0), check_real("t1", t1)
-    check_tensor("y0", y0)
-    h = (t1 - t0) / n_steps
-    ys, y, t = [y0], y0, t0
-    for i in range(n_steps):
-        t = t0 + i * h
-        k1 = func(t, y)
-        if method == "euler":
-            y = y + h * k1
-        else:
-            k2 = func(t + h / 2, y + h / 2 * k1)
-            k3 = func(t + h / 2, y + h / 2 * k2)
-            k4 = func(t + h, y + h * k3)
-            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        ys.append(y)
-    return ys
-
-
-class VelocityField(nn.Module):
-    """A time-dependent vector field :math:`v_\\theta(z, t)`: an MLP on :math:`(z, t)`.
-
-    Shapes: ``z`` (N, D), ``t`` a float -> (N, D). ``tanh`` keeps it smooth, which the ODE
-    solver and the divergence both like.
-    """
-
-    def __init__(self, dim: int, hidden: int = 64, depth: int = 2) -> None:
-        super().__init__()
-        check_int("dim", dim, 1)
-        check_int("hidden", hidden, 1)
-        check_int("depth", depth, 1)
-        layers: list[nn.Module] = []
-        width = dim + 1
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.Tanh()]
-            width = hidden
-        layers.append(nn.Linear(width, dim))
-        self.net = nn.Sequential(*layers)
-        self.dim = dim
-
-    def forward(self, z: torch.Tensor, t: float) -> torch.Tensor:
-        if (not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.ndim != 2
-                or z.shape[1] != self.dim):
-            raise ValueError(f"z must be a floating-point tensor (N, {self.dim}), got "
-                             f"{getattr(z, 'shape', type(z).__name__)}")
-        check_real("t", t)
-        tt = torch.full((z.shape[0], 1), float(t), dtype=z.dtype, device=z.device)
-        return self.net(torch.cat([z, tt], dim=1))
-
-
-class ContinuousFlow(nn.Module):
-    """A continuous normalizing flow: a neural ODE from the base (:math:`t=0`) to data (:math:`t=1`).
-
-    .. math::  \\frac{dz}{dt} = v_\\theta(z, t), \\qquad
-               \\frac{d \\log p_t(z_t)}{dt} = -\\nabla \\cdot v_\\theta(z_t, t)
-
-    (the instantaneous change of variables, Chen et al. 2018, Thm. 1). The log-determinant of
-    a discrete flow becomes the integral of a *trace*, which needs no triangular structure:
-    :math:`v_\\theta` is any network. To evaluate :math:`\\log p_1(x)`, integrate
-    :math:`z` backwards from :math:`z_1 = x` to :math:`z_0` while accumulating
-    :math:`a(t) = \\int_t^1 \\nabla\\cdot v\\, ds`:
-
-    .. math::  \\log p_1(x) = \\log p_0(z_0) - \\int_0^1 \\nabla \\cdot v_\\theta(z_t, t)\\, dt .
-
-    Args:
-        velocity: a :class:`VelocityField` (or any module ``(z, t) -> (N, D)``).
-        n_steps: fixed steps of the integrator.
-        method: ``"rk4"`` or ``"euler"`` (see :func:`odeint`).
-        trace: ``"exact"`` (:func:`divergence_exact`) or ``"hutchinson"``
-            (:func:`divergence_hutchinson` with one Rademacher probe per sample, the same
-            along the path, as in FFJORD).
-    """
-
-    def __init__(self, velocity: nn.Module, n_steps: int = 8, method: str = "rk4",
-                 trace: str = "exact") -> None:
-        super().__init__()
-        if trace not in ("exact", "hutchinson"):
-            raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
-        if method not in ("euler", "rk4"):
-            raise ValueError(f"method must be 'euler' or 'rk4', got {method!r}")
-        self.velocity = velocity
-        self.dim = check_int("velocity.dim", getattr(velocity, "dim", 0), 1)
-        self.n_steps = check_int("n_steps", n_steps, 1)
-        self.method, self.trace = method, trace
-
-    def _augmented(self, eps: torch.Tensor | None) -> Callable[[float, torch.Tensor], torch.Tensor]:
-        """The right-hand side of the ODE for the state :math:`(z, a)`, shape ``(N, D + 1)``."""
-        train = torch.is_grad_enabled()
-
-        def rhs(t: float, state: torch.Tensor) -> torch.Tensor:
-            z = state[:, : self.dim]
-            with torch.enable_grad():
-                if not z.requires_grad:
-                    z = z.detach().requires_grad_(True)
-                v = self.velocity(z, t)
-                if eps is None:
-                    div = divergence_exact(v, z, create_graph=train)
-                else:
-                    div = divergence_hutchinson(v, z, eps, create_graph=train)
-            if not train:
-                v, div = v.detach(), div.detach()
-            return torch.cat([v, -div[:, None]], dim=1)  # d(z, a)/dt with a(t) = ∫_t^1 div
-
-        return rhs
-
-    def log_prob(self, x: torch.Tensor, trace: str | None = None, eps: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """:math:`\\log p_1(x)` in nats, shape ``(N,)`` for ``x`` of shape ``(N, D)``.
-
-        Args:
-            x: data points.
-            trace: ``"exact"`` or ``"hutchinson"``; default: the flow's own ``trace``.
-            eps: the Hutchinson probe ``(N, D)``; default: Rademacher :math:`\\pm 1` drawn
-                with ``generator``.
-        """
-        x = _check_batch(x, self.dim)
-        trace = trace or self.trace
-        if trace not in ("exact", "hutchinson"):
-            raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
-        if trace == "exact" and eps is not None:
-            raise ValueError("eps is the probe of trace='hutchinson'; the exact trace takes none")
-        if trace == "hutchinson":
-            if eps is None:
-                eps = (torch.randint(0, 2, x.shape, generator=generator) * 2 - 1).to(x.dtype)  # ±1
-            elif not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
-                raise ValueError(f"eps must be a tensor of the shape of x {tuple(x.shape)}, "
-                                 f"got {getattr(eps, 'shape', type(eps).__name__)}")
-        state = torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=1)  # (N, D + 1): z_1 = x, a(1) = 0
-        final = odeint(self._augmented(eps), state, 1.0, 0.0, self.n_steps, self.method)[-1]
-        z0, a0 = final[:, : self.dim], final[:, self.dim]
-        return _base_log_prob(z0) - a0
-
-    def path(self, z0: torch.Tensor) -> list[torch.Tensor]:
-        """The states :math:`z_t` at every solver step from :math:`t = 0` to :math:`t = 1`."""
-        z0 = _check_batch(z0, self.dim, "z0")
-        with torch.no_grad():
-            return odeint(lambda t, z: self.velocity(z, t), z0, 0.0, 1.0, self.n_steps, self.method)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` samples: :math:`z_0 \\sim N(0, I)` carried to :math:`t = 1`; shape ``(n, D)``."""
-        dtype = next(self.parameters()).dtype
-        return self.path(base_sample(n, self.dim, "normal", generator).to(dtype))[-1]
