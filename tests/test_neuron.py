@@ -1,6 +1,8 @@
 """tutorlib.neuron: the math of the bias chapter, checked against scikit-learn where it applies."""
 
+import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -206,3 +208,107 @@ def test_bad_shapes_and_labels_are_refused_by_name():
         nr.ReLUNet1D(4)(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="l2 must be finite and >= 0"):
         nr.fit_logistic(x, torch.zeros(5), l2=-1.0)
+
+
+def _net_with_kinks(positions, slopes):
+    """A ReLUNet1D with unit j bending at positions[j] by slopes[j] (w_j = 1, b_j = -x_j)."""
+    net = nr.ReLUNet1D(len(positions)).double()
+    with torch.no_grad():
+        net.hidden.weight.fill_(1.0)
+        net.hidden.bias.copy_(-torch.tensor(positions, dtype=torch.float64))
+        net.out.weight.copy_(torch.tensor([slopes], dtype=torch.float64))
+        net.out.bias.zero_()
+    return net
+
+
+def test_numerical_kinks_find_known_kinks_from_the_outputs_alone():
+    positions = [-1.2345, 0.1, 0.77777, 2.5]
+    net = _net_with_kinks(positions, [1.0, -2.0, 0.5, 3.0])
+    found = nr.numerical_kinks(net, -3, 3, points=601)  # h = 0.01: kinks fall between grid points
+    np.testing.assert_allclose(found.numpy(), positions, atol=1e-9)  # exact for isolated kinks
+    np.testing.assert_allclose(nr.relu_kinks(net).numpy(), positions, atol=1e-12)
+    # a straight line has none; kinks outside the interval are not reported
+    assert nr.numerical_kinks(nn.Linear(1, 1), -3, 3).numel() == 0
+    assert nr.numerical_kinks(net, 1.0, 2.0).numel() == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-2.5, 2.5), min_size=1, max_size=6, unique=True), st.integers(0, 1000))
+def test_numerical_kinks_agree_with_relu_kinks(positions, seed):
+    positions = sorted(positions)
+    if len(positions) > 1 and min(b - a for a, b in itertools.pairwise(positions)) < 0.05:
+        return  # kinks closer than a few grid steps merge, by design
+    g = torch.Generator().manual_seed(seed)
+    slopes = (torch.rand(len(positions), generator=g) + 0.5) * torch.where(
+        torch.rand(len(positions), generator=g) < 0.5, -1.0, 1.0)
+    net = _net_with_kinks(positions, slopes.tolist())
+    found = nr.numerical_kinks(net, -3, 3, points=3001)
+    assert found.numel() == len(positions)
+    np.testing.assert_allclose(found.numpy(), nr.relu_kinks(net).numpy(), atol=1e-8)
+
+
+def test_numerical_kinks_refuse_bad_arguments():
+    net = nr.ReLUNet1D(4)
+    with pytest.raises(TypeError, match=r"f must be an nn\.Module"):
+        nr.numerical_kinks(lambda x: x, -1, 1)
+    with pytest.raises(ValueError, match="lo must be smaller than hi"):
+        nr.numerical_kinks(net, 1, -1)
+    with pytest.raises(ValueError, match="points"):
+        nr.numerical_kinks(net, -1, 1, points=2)
+    with pytest.raises(ValueError, match="tol"):
+        nr.numerical_kinks(net, -1, 1, tol=-1e-9)
+    with pytest.raises(ValueError, match="hi must be a finite"):
+        nr.numerical_kinks(net, -1, float("inf"))
+    with pytest.raises(ValueError, match=r"f must map \(N, 1\) to \(N, 1\)"):
+        nr.numerical_kinks(nn.Linear(1, 2), -1, 1)
+
+
+def test_decay_groups_decay_matrices_only_like_nanogpt():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 16), nn.Conv1d(16, 4, 3))
+    model[1].bias.requires_grad_(False)  # frozen parameters are left out
+    decayed, kept = nr.decay_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decayed["params"]) == ["0.weight", "2.weight", "3.weight"]
+    assert sorted(names[id(p)] for p in kept["params"]) == ["1.weight", "2.bias", "3.bias"]
+    assert (decayed["weight_decay"], kept["weight_decay"]) == (0.1, 0.0)
+    # AdamW with these groups leaves a zero-gradient bias alone and shrinks a zero-gradient weight
+    layer = nn.Linear(3, 1)
+    before_w, before_b = layer.weight.detach().clone(), layer.bias.detach().clone()
+    optimizer = torch.optim.AdamW(nr.decay_groups(layer, 0.5), lr=0.1)
+    layer.weight.grad, layer.bias.grad = torch.zeros_like(layer.weight), torch.zeros_like(layer.bias)
+    optimizer.step()
+    torch.testing.assert_close(layer.weight.detach(), before_w * (1 - 0.1 * 0.5))
+    torch.testing.assert_close(layer.bias.detach(), before_b)
+
+
+def test_decay_groups_refuse_bad_arguments():
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module"):
+        nr.decay_groups([torch.zeros(2)], 0.1)
+    with pytest.raises(ValueError, match="weight_decay must be finite and >= 0"):
+        nr.decay_groups(nn.Linear(2, 2), -0.1)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        nr.decay_groups(nn.ReLU(), 0.1)
+
+
+def test_fit_logistic_warns_when_lbfgs_stops_before_converging():
+    g = torch.Generator().manual_seed(4)
+    x, y = nr.make_offset_blobs(100, generator=g)
+    with pytest.warns(RuntimeWarning, match="raise max_iter"):
+        nr.fit_logistic(x.double(), y, l2=1e-3, max_iter=2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        nr.fit_logistic(x.double(), y, l2=1e-3, max_iter=500)
+
+
+def test_fit_regression_matches_least_squares_and_warns_when_it_diverges():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(50, 1, generator=g, dtype=torch.float64)
+    y = 1.5 * x - 0.7 + 0.1 * torch.randn(50, 1, generator=g, dtype=torch.float64)
+    line = nn.Linear(1, 1).double()
+    nr.fit_regression(line, x, y, steps=3000, lr=0.05)
+    slope, intercept = np.polyfit(x[:, 0].numpy(), y[:, 0].numpy(), 1)
+    assert line.weight.item() == pytest.approx(slope, abs=1e-4)
+    assert line.bias.item() == pytest.approx(intercept, abs=1e-4)
+    with pytest.warns(RuntimeWarning, match="lower lr"):
+        nr.fit_regression(nr.ReLUNet1D(8).double(), x, y, steps=50, lr=1e6)

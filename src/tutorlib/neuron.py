@@ -8,7 +8,9 @@ A perceptron fires when the weighted sum of its inputs exceeds a threshold :math
 Moving :math:`T` to the left-hand side turns it into the bias :math:`b`, a parameter that is
 learned like the weights instead of being picked by hand. The functions below are the
 experiments of the chapter: the perceptron rule, a logistic neuron with and without a bias, the
-best any line through the origin can do, ReLU kinks, and the log-prior output bias.
+best any line through the origin can do, ReLU kinks (from the weights and, independently, from
+the outputs), the log-prior output bias, and the parameter groups that keep weight decay off the
+biases and normalisation gains.
 
 Legend (code name -> symbol): ``w`` -> :math:`w`, ``b`` -> :math:`b`,
 ``threshold`` -> :math:`T`, ``p`` -> the prior :math:`p = P(y=1)`.
@@ -16,7 +18,9 @@ Legend (code name -> symbol): ``w`` -> :math:`w`, ``b`` -> :math:`b`,
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -40,11 +44,13 @@ __all__ = [
     "accuracy",
     "best_accuracy_through_origin",
     "binary_entropy",
+    "decay_groups",
     "fit_logistic",
     "fit_regression",
     "init_output_bias",
     "make_offset_blobs",
     "neuron",
+    "numerical_kinks",
     "perceptron",
     "prior_log_odds",
     "relu_kinks",
@@ -261,6 +267,12 @@ def fit_logistic(
 
     Returns:
         The fitted model (in eval mode).
+
+    Warns:
+        RuntimeWarning: L-BFGS used all ``max_iter`` iterations (or its ``5/4 max_iter``
+            function evaluations) and the gradient is still not
+            small (:math:`\\max |\\nabla L| > 10^{-5}`): raise ``max_iter``, or set ``l2 > 0``
+            when the data are separable (then the unregularised optimum is at infinity).
     """
     x = _points(x)
     y = _as_labels(y, x.shape[0]).to(x.dtype)
@@ -280,6 +292,17 @@ def fit_logistic(
         return loss
 
     optimizer.step(closure)
+    state = optimizer.state[optimizer._params[0]]
+    max_eval = optimizer.param_groups[0]["max_eval"]
+    out_of_budget = state.get("n_iter", 0) >= max_iter or state.get("func_evals", 0) >= max_eval
+    gradient = max(p.grad.abs().max().item() for p in model.parameters())
+    if out_of_budget and gradient > 1e-5:
+        warnings.warn(
+            f"fit_logistic stopped after max_iter={max_iter} L-BFGS iterations without converging "
+            f"(largest gradient entry {gradient:.1e}); raise max_iter, or set l2 > 0 if the classes "
+            "are separable",
+            RuntimeWarning, stacklevel=2,
+        )
     return model.eval()
 
 
@@ -373,13 +396,70 @@ def relu_kinks(net: ReLUNet1D) -> torch.Tensor:
     return torch.sort(-b[active] / w[active]).values
 
 
+def numerical_kinks(
+    f: nn.Module, lo: float, hi: float, points: int = 6001, tol: float = 1e-9
+) -> torch.Tensor:
+    """Find the kinks of a piecewise-linear function of one variable from its *outputs* alone.
+
+    Evaluate :math:`f` in float64 on ``points`` equally spaced inputs :math:`x_i` (spacing
+    :math:`h`) and take second differences :math:`\\Delta^2_i = f(x_{i+1}) - 2 f(x_i) + f(x_{i-1})`.
+    Where :math:`f` is linear they vanish (up to round-off); a kink at :math:`x_k = x_i + t h`
+    with slope change :math:`\\delta` gives :math:`\\Delta^2_i = \\delta (1 - t) h` and
+    :math:`\\Delta^2_{i+1} = \\delta t h`. Each run of consecutive nonzero second differences is
+    one kink, located at their weighted mean :math:`\\sum_i x_i \\Delta^2_i / \\sum_i \\Delta^2_i`,
+    exact for an isolated kink; kinks closer than :math:`h` merge into one.
+
+    Nothing here reads the weights, so it checks :func:`relu_kinks` independently.
+
+    Args:
+        f: a module mapping ``(N, 1)`` to ``(N, 1)``; a float64 copy is evaluated.
+        lo, hi: the interval, ``lo < hi``.
+        points: grid size, at least 3.
+        tol: a second difference counts as nonzero when :math:`|\\Delta^2_i| > \\text{tol}`;
+            slope changes below about ``tol / h`` are not seen.
+
+    Returns:
+        1-D float64 tensor of the kink positions found in ``(lo, hi)``, sorted.
+    """
+    if not isinstance(f, nn.Module):
+        raise TypeError(f"f must be an nn.Module mapping (N, 1) to (N, 1), got {type(f).__name__}")
+    lo, hi = check_real("lo", lo), check_real("hi", hi)
+    if not lo < hi:
+        raise ValueError(f"lo must be smaller than hi, got lo={lo}, hi={hi}")
+    check_int("points", points, minimum=3)
+    tol = check_positive("tol", tol)
+    x = torch.linspace(lo, hi, points, dtype=torch.float64)[:, None]  # (points, 1)
+    with torch.no_grad():
+        y = copy.deepcopy(f).double()(x)
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        raise ValueError(f"f must map (N, 1) to (N, 1), got output {tuple(getattr(y, 'shape', ()))}")
+    y = y[:, 0]
+    second = y[2:] - 2 * y[1:-1] + y[:-2]  # (points - 2,), centred at x[1:-1]
+    centres = x[1:-1, 0]
+    nonzero = (second.abs() > tol).tolist()
+    kinks, start = [], None
+    for i, hit in enumerate([*nonzero, False]):
+        if hit and start is None:
+            start = i
+        elif not hit and start is not None:
+            weights = second[start:i]
+            kinks.append((centres[start:i] * weights).sum() / weights.sum())
+            start = None
+    return torch.stack(kinks) if kinks else torch.zeros(0, dtype=torch.float64)
+
+
 def fit_regression(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 2000, lr: float = 1e-2
 ) -> list[float]:
     """Fit ``net`` to ``(x, y)`` by full-batch Adam on the mean squared error.
 
+    A fixed number of steps, no stopping rule: the caller reads the returned curve.
+
     Returns:
-        The loss at every step.
+        The loss at every step (before that step's update).
+
+    Warns:
+        RuntimeWarning: the loss became NaN/inf or ended above where it started: lower ``lr``.
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
@@ -397,6 +477,14 @@ def fit_regression(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            break
+    if not math.isfinite(losses[-1]) or losses[-1] > losses[0]:
+        warnings.warn(
+            f"fit_regression diverged (loss {losses[0]:.3g} at the start, {losses[-1]:.3g} at step "
+            f"{len(losses)}); lower lr (now {lr})",
+            RuntimeWarning, stacklevel=2,
+        )
     return losses
 
 
@@ -436,3 +524,40 @@ def init_output_bias(layer: nn.Linear, p: float) -> nn.Linear:
     with torch.no_grad():
         layer.bias.fill_(prior_log_odds(p))
     return layer
+
+
+# --------------------------------------------------------------------------------------------
+# 5. weight decay skips biases and normalisation gains
+# --------------------------------------------------------------------------------------------
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups that apply weight decay to matrices only.
+
+    The rule of nanoGPT's and minGPT's ``configure_optimizers``: every parameter with two or
+    more dimensions (the weights of ``Linear``, ``Conv``, ``Embedding``) is decayed; every 1-D
+    parameter (biases, LayerNorm/RMSNorm gains and shifts, BatchNorm's :math:`\\gamma, \\beta`)
+    is not. Decay pulls a parameter towards 0, which is a sensible prior for a weight (it
+    shrinks the function) but not for a bias or a gain, whose right value is set by the data
+    (a class prior, a scale of 1), not by "small".
+
+    Args:
+        model: any module; parameters with ``requires_grad=False`` are left out.
+        weight_decay: the decay of the first group, ``>= 0``.
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay},
+        {"params": not_decayed, "weight_decay": 0.0}]``, ready for ``torch.optim.AdamW``.
+
+    References:
+        Loshchilov & Hutter (2019), "Decoupled weight decay regularization", ICLR;
+        Karpathy, nanoGPT ``model.py`` ``configure_optimizers``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters to put into groups")
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
