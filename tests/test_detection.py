@@ -90,7 +90,7 @@ def test_box_errors_name_the_argument():
         D.box_convert(torch.tensor([[0.0, 0.0, -1.0, 1.0]]), "xywh", "xyxy")
     with pytest.raises(ValueError, match=r"b has 1 degenerate.*row 1"):
         D.box_iou(torch.zeros(1, 4), torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 3.0, 1.0, 2.0]]))
-    with pytest.raises(ValueError, match=r"a must have shape \(N, 4\)"):
+    with pytest.raises(ValueError, match=r"a must have shape \(\*, N, 4\)"):
         D.box_iou(torch.zeros(3, 5), torch.zeros(1, 4))
     with pytest.raises(TypeError, match=r"a must be a torch\.Tensor"):
         D.box_iou([[0, 0, 1, 1]], torch.zeros(1, 4))
@@ -120,6 +120,34 @@ def test_iou_properties(a, b, scale):
     torch.testing.assert_close(torch.diag(D.box_iou(a, a)), torch.ones(len(a), dtype=torch.float64))
     giou = D.generalized_box_iou(a, b)
     assert torch.all(giou <= iou + 1e-12) and torch.all(giou > -1) and torch.all(iou <= 1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(xyxy_strategy(), xyxy_strategy())
+def test_batched_iou_is_the_iou_of_each_problem(a, b):
+    # a batch of (2, 3) independent problems: each slice against the scalar reference
+    g = torch.Generator().manual_seed(len(a) * 7 + len(b))
+    shift = torch.rand(2, 3, 1, 2, generator=g, dtype=torch.float64) * 5
+    batch_a = a.expand(2, 3, -1, -1) + shift.repeat(1, 1, 1, 2)
+    batch_b = b.expand(2, 3, -1, -1)
+    iou = D.box_iou(batch_a, batch_b)
+    assert iou.shape == (2, 3, len(a), len(b))
+    for i in range(2):
+        for j in range(3):
+            ref = [[scalar_iou(x, y) for y in b.tolist()] for x in batch_a[i, j].tolist()]
+            ref = torch.tensor(ref, dtype=torch.float64)
+            torch.testing.assert_close(iou[i, j], ref, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_iou_refuses_broadcasting_and_names_the_box():
+    with pytest.raises(ValueError, match=r"same leading \(batch\) dimensions"):
+        D.box_iou(torch.zeros(2, 3, 4), torch.zeros(1, 3, 4))
+    bad = torch.zeros(2, 1, 4)
+    bad[1, 0, 2] = -1.0
+    with pytest.raises(ValueError, match=r"b has 1 degenerate.*row \(1, 0\)"):
+        D.box_iou(torch.zeros(2, 1, 4), bad)
+    with pytest.raises(ValueError, match=r"boxes must have shape \(N, 4\)"):
+        D.box_area(torch.zeros(2, 1, 4))  # only box_iou takes a batch
 
 
 def test_giou_keeps_decreasing_where_iou_is_flat():

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import itertools
 import math
 
 import pytest
@@ -63,6 +64,79 @@ def test_detector_shapes_and_gradients(fpn, grid):
     assert out.shape == (2, 7, grid, grid) and model.stride == 64 // grid
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_stride4_ablation_has_no_top_down_path():
+    torch.manual_seed(0)
+    shallow = M.TinyDetector(7, fpn=True, width=8, top_down=False).eval()
+    full = M.TinyDetector(7, fpn=True, width=8).eval()
+    assert not hasattr(shallow, "stage3") and shallow.stride == 4
+    images = torch.randn(2, 3, 64, 64)
+    assert shallow(images).shape == (2, 7, 16, 16)
+    # a change in the left quarter of the image: the right-most column of cells (x about 62 px)
+    # is out of the shallow head's 31-pixel reach, but within the deep top-down features'
+    changed = images.clone()
+    changed[..., :16] += 1.0
+    with torch.no_grad():
+        assert torch.equal(shallow(images)[..., 15], shallow(changed)[..., 15])
+        assert not torch.allclose(full(images)[..., 15], full(changed)[..., 15])
+    with pytest.raises(ValueError, match="top_down=False needs fpn=True"):
+        M.TinyDetector(7, fpn=False, top_down=False)
+    with pytest.raises(TypeError, match="top_down must be a bool"):
+        M.TinyDetector(7, fpn=True, top_down=1)
+
+
+def test_detect_peaks_only_keeps_the_local_maxima():
+    torch.manual_seed(0)
+    model = M.TinyDetector(7, fpn=True, width=8, top_down=False).eval()
+    images = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        heat = model(images)[:, :3].sigmoid()
+    found = M.detect(model, images, 3, iou_threshold=None, score_threshold=0.0, top_k=3 * 16 * 16,
+                     peaks_only=True)
+    for n, r in enumerate(found):
+        # brute force: a cell is a peak when no cell of its 3 x 3 neighbourhood (same class) is larger
+        peaks = []
+        for k, i, j in itertools.product(range(3), range(16), range(16)):
+            window = heat[n, k, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            if heat[n, k, i, j] >= window.max():
+                peaks.append(heat[n, k, i, j].item())
+        positive = r["scores"][r["scores"] > 0]
+        assert sorted(positive.tolist()) == pytest.approx(sorted(peaks))
+    every = M.detect(model, images, 3, iou_threshold=None, score_threshold=0.0, top_k=3 * 16 * 16)
+    assert all(len(e["scores"]) == 3 * 16 * 16 for e in every)
+    with pytest.raises(TypeError, match="peaks_only must be a bool"):
+        M.detect(model, images, 3, peaks_only="yes")
+
+
+def test_image_pyramid_merges_scales():
+    torch.manual_seed(0)
+    model = M.TinyDetector(7, fpn=False, width=8).eval()
+    M.init_head_prior(model, 3, 0.5)
+    images, _ = M.make_shapes(4, generator=torch.Generator().manual_seed(2))
+    plain = M.detect(model, images, 3)
+    for scales, side in (((1,), 16.0), ((1, 2), 1e-6)):  # a 2x copy that may keep no box adds nothing
+        pyramid = M.detect_image_pyramid(model, images, 3, scales=scales, upscaled_max_side=side)
+        for p, q in zip(pyramid, plain, strict=True):
+            torch.testing.assert_close(p["boxes"], q["boxes"])
+            assert torch.equal(p["labels"], q["labels"])
+    # with the 2x copy and no suppression between scales (IoU threshold 1), every box is kept:
+    # the 1x boxes and the 2x boxes (divided by 2) with a side below the limit
+    merged = M.detect_image_pyramid(model, images, 3, scales=(1, 2), upscaled_max_side=12.0,
+                                    iou_threshold=1.0)
+    one = M.detect(model, images, 3, iou_threshold=None)
+    two = M.detect(model, torch.nn.functional.interpolate(images, scale_factor=2, mode="bilinear"), 3,
+                   iou_threshold=None)
+    for m, a, b in zip(merged, one, two, strict=True):
+        small = D.box_area(b["boxes"] / 2).sqrt() < 12.0
+        assert len(m["scores"]) == len(a["scores"]) + int(small.sum())
+        assert (b["boxes"][small] / 2).max() <= 64 * 1.5  # back in the original image's pixels
+    with pytest.raises(TypeError, match="scales must be a non-empty sequence"):
+        M.detect_image_pyramid(model, images, 3, scales=())
+    with pytest.raises(ValueError, match=r"scales\[1\] must be >= 1"):
+        M.detect_image_pyramid(model, images, 3, scales=(1, 0))
+    with pytest.raises(ValueError, match="upscaled_max_side must be finite and > 0"):
+        M.detect_image_pyramid(model, images, 3, upscaled_max_side=-1.0)
 
 
 def test_centernet_targets_and_perfect_decoding():

@@ -98,26 +98,31 @@ def _check_labels(x: object, name: str, n: int, other: str) -> torch.Tensor:
     return x
 
 
-def _check_boxes(boxes: object, name: str = "boxes", fmt: str = "xyxy") -> torch.Tensor:
-    """Return ``boxes`` if it is a finite float ``(N, 4)`` tensor of valid boxes in ``fmt``."""
-    boxes = _check_tensor(boxes, name, "(N, 4)")
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (N, 4), got {tuple(boxes.shape)}")
+def _check_boxes(
+    boxes: object, name: str = "boxes", fmt: str = "xyxy", batched: bool = False
+) -> torch.Tensor:
+    """Return ``boxes`` if it is a finite float ``(N, 4)`` tensor of valid boxes in ``fmt``
+    (``(*, N, 4)`` with ``batched``)."""
+    shape = "(*, N, 4)" if batched else "(N, 4)"
+    boxes = _check_tensor(boxes, name, shape)
+    if boxes.ndim < 2 or boxes.shape[-1] != 4 or (boxes.ndim != 2 and not batched):
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(boxes.shape)}")
     if not boxes.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {boxes.dtype}")
     if not torch.isfinite(boxes).all():
         raise ValueError(f"{name} contains NaN or infinite coordinates")
     if fmt == "xyxy":
-        bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+        bad = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
         what = "x2 < x1 or y2 < y1; expected x1 <= x2 and y1 <= y2 in xyxy format"
     else:
-        bad = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+        bad = (boxes[..., 2] < 0) | (boxes[..., 3] < 0)
         what = f"a negative width or height in {fmt} format"
     if bad.any():
-        row = int(bad.nonzero()[0, 0])
+        first = tuple(bad.nonzero()[0].tolist())
+        row = first[0] if len(first) == 1 else first
         raise ValueError(
             f"{name} has {int(bad.sum())} degenerate box(es) with {what}; "
-            f"first at row {row}: {boxes[row].tolist()}"
+            f"first at row {row}: {boxes[first].tolist()}"
         )
     return boxes
 
@@ -183,24 +188,20 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def _intersection_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2) top-left of the overlap
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])  # (N, M, 2) bottom-right
+    """Intersection and union areas of ``(*, N, 4)`` and ``(*, M, 4)`` xyxy boxes, ``(*, N, M)``."""
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])  # (*, N, M, 2) top-left of the overlap
+    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])  # (*, N, M, 2) bottom-right
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a[..., :, None] + area_b[..., None, :] - inter
     return inter, union
 
 
-def _intersection_union_iou(a: torch.Tensor, b: torch.Tensor) -> list[list[float]]:
-    """:func:`box_iou` without the argument checks, as nested lists (for the matching loops)."""
-    inter, union = _intersection_union(a, b)
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0).tolist()
-
-
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of every pair of boxes.
+    """Intersection over union of every pair of boxes: the library's one IoU (NMS, anchors,
+    mAP, the data set's overlap test and YOLO's responsible box all call it).
 
     .. math::  \\mathrm{IoU}(A, B) = \\frac{|A \\cap B|}{|A \\cup B|}
                = \\frac{|A \\cap B|}{|A| + |B| - |A \\cap B|} \\in [0, 1].
@@ -209,12 +210,16 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     Args:
         a: ``(N, 4)`` xyxy boxes.
-        b: ``(M, 4)`` xyxy boxes.
+        b: ``(M, 4)`` xyxy boxes. Both may carry the same leading batch dimensions,
+            ``(*, N, 4)`` and ``(*, M, 4)``, for many small independent problems at once.
 
     Returns:
-        ``(N, M)`` tensor, entry ``[i, j] = IoU(a[i], b[j])``.
+        ``(N, M)`` tensor (``(*, N, M)`` batched), entry ``[i, j] = IoU(a[i], b[j])``.
     """
-    a, b = _check_boxes(a, "a"), _check_boxes(b, "b")
+    a, b = _check_boxes(a, "a", batched=True), _check_boxes(b, "b", batched=True)
+    if a.shape[:-2] != b.shape[:-2]:
+        raise ValueError(f"a and b must have the same leading (batch) dimensions, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}; no broadcasting")
     inter, union = _intersection_union(a, b)
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
@@ -240,9 +245,9 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         Rezatofighi et al., "Generalized intersection over union", CVPR 2019.
     """
     a, b = _check_boxes(a, "a"), _check_boxes(b, "b")
-    inter, union = _intersection_union(a, b)
+    iou = box_iou(a, b)
+    _, union = _intersection_union(a, b)
     tiny = torch.finfo(union.dtype).tiny
-    iou = torch.where(union > 0, inter / union.clamp(min=tiny), 0.0)
     lt = torch.minimum(a[:, None, :2], b[None, :, :2])  # (N, M, 2) the enclosing box C
     rb = torch.maximum(a[:, None, 2:], b[None, :, 2:])
     wh = rb - lt
@@ -787,7 +792,7 @@ def _match_class(preds, targets, label, thresholds, max_detections):
         order = torch.argsort(s, descending=True, stable=True)[:max_detections]
         boxes = p["boxes"][mine][order]
         scores.append(s[order])
-        iou = _intersection_union_iou(boxes, gt)  # (D, G), once for all thresholds
+        iou = box_iou(boxes, gt).tolist()  # (D, G), once for all thresholds
         tps.append(
             torch.tensor(
                 [_greedy_match(iou, len(gt), thr)[0] for thr in thresholds], dtype=torch.bool

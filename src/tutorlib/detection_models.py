@@ -8,7 +8,8 @@
   head: a heat map of object centres per class, plus a size and a sub-cell offset per cell;
 - :func:`yolo_v1_targets`, :func:`yolo_v1_loss`, :func:`decode_yolo_v1`: YOLO v1's grid head;
 - :func:`detr_cost_matrix`, :func:`set_prediction_loss`: DETR's matching cost and set loss;
-- :func:`train_detector`, :func:`detect`: the training loop and inference (decode + NMS);
+- :func:`train_detector`, :func:`detect`: the training loop and inference (decode + NMS, or
+  CenterNet's 3 × 3 peak filter); :func:`detect_image_pyramid`: a test-time image pyramid;
 - :func:`crowded_scene`: overlapping objects and noisy candidate boxes, for NMS;
 - :func:`to_coco`: detections and targets in pycocotools' json layout.
 
@@ -46,6 +47,7 @@ __all__ = [
     "decode_centernet",
     "decode_yolo_v1",
     "detect",
+    "detect_image_pyramid",
     "detr_cost_matrix",
     "focal_loss_centernet",
     "init_head_prior",
@@ -121,13 +123,6 @@ def _check_model(model: object) -> TinyDetector:
     return model
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def _shape_mask(
     kind: int, cx: float, cy: float, s: float, xs: torch.Tensor, ys: torch.Tensor
 ) -> torch.Tensor:
@@ -180,7 +175,8 @@ def make_shapes(
                 s = math.exp(log_lo + (log_hi - log_lo) * next(u))
                 cx, cy = s / 2 + (size - s) * next(u), s / 2 + (size - s) * next(u)
                 box = (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
-                if all(_iou(box, other) <= config.max_overlap for other in boxes):
+                new, placed = (torch.tensor(b, dtype=torch.float64).reshape(-1, 4) for b in ([box], boxes))
+                if not boxes or det.box_iou(new, placed).max() <= config.max_overlap:
                     break
             else:
                 continue  # no free place found: fewer objects in this image
@@ -216,26 +212,35 @@ class TinyDetector(nn.Module):
     - ``fpn=True``: a feature-pyramid-style top-down path (Lin et al., 2017): lateral 1×1
       convolutions, nearest-neighbour upsampling and addition carry the deep, semantic
       stride-16 features down to the stride-8 and stride-4 maps, and the head reads the merged
-      stride-4 map (16 × 16 cells).
+      stride-4 map (16 × 16 cells);
+    - ``fpn=True, top_down=False``: the FPN paper's ablation: the same stride-4 head, lateral
+      and smoothing convolutions on the shallow stride-4 map alone, with no top-down path (the
+      deeper stages are not built). It separates the effect of the output resolution (stride 4
+      instead of 16) from that of the deep features the top-down path brings.
 
     The head outputs, per cell, ``head_channels`` numbers (CenterNet: K class heat-map
     logits + 2 log-sizes + 2 offsets).
     """
 
-    def __init__(self, head_channels: int, fpn: bool, width: int = 32) -> None:
+    def __init__(self, head_channels: int, fpn: bool, width: int = 32, top_down: bool = True) -> None:
         super().__init__()
         check_int("head_channels", head_channels)
         check_int("width", width, minimum=2)
-        if not isinstance(fpn, bool):
-            raise TypeError(f"fpn must be a bool, got {type(fpn).__name__} {fpn!r}")
-        self.fpn = fpn
+        for name, value in (("fpn", fpn), ("top_down", top_down)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+        if not fpn and not top_down:
+            raise ValueError("top_down=False needs fpn=True (it removes the FPN's top-down path)")
+        self.fpn, self.top_down = fpn, top_down
         self.stage1 = nn.Sequential(
             _conv(3, width // 2, 2), _conv(width // 2, width, 2), _conv(width, width)
         )  # /4
-        self.stage2 = nn.Sequential(_conv(width, 2 * width, 2), _conv(2 * width, 2 * width))  # /8
-        self.stage3 = nn.Sequential(_conv(2 * width, 2 * width, 2), _conv(2 * width, 2 * width))  # /16
+        if top_down:
+            self.stage2 = nn.Sequential(_conv(width, 2 * width, 2), _conv(2 * width, 2 * width))  # /8
+            self.stage3 = nn.Sequential(_conv(2 * width, 2 * width, 2), _conv(2 * width, 2 * width))  # /16
         if fpn:
-            self.lateral = nn.ModuleList([nn.Conv2d(c, width, 1) for c in (width, 2 * width, 2 * width)])
+            channels = (width, 2 * width, 2 * width) if top_down else (width,)
+            self.lateral = nn.ModuleList([nn.Conv2d(c, width, 1) for c in channels])
             self.smooth = _conv(width, width)
             head_in = width
         else:
@@ -252,6 +257,8 @@ class TinyDetector(nn.Module):
             raise ValueError(f"images must have shape (B, 3, S, S) with S a multiple of 16, got "
                              f"{tuple(images.shape)}")
         c2 = self.stage1(images)  # (B, w, S/4, S/4)
+        if not self.top_down:  # the ablation: stride 4, shallow features only
+            return self.head(self.smooth(self.lateral[0](c2)))
         c3 = self.stage2(c2)  # (B, 2w, S/8, S/8)
         c4 = self.stage3(c3)  # (B, 2w, S/16, S/16)
         if not self.fpn:
@@ -475,13 +482,8 @@ def yolo_v1_loss(
     pred_xyxy = torch.stack(
         [_yolo_boxes(boxes[..., k, 1:5], g, image_size) for k in range(nb)], dim=3
     )  # (B, G, G, nb, 4)
-    with torch.no_grad():
-        lt = torch.maximum(pred_xyxy[..., :2], tgt_xyxy[..., None, :2])
-        rb = torch.minimum(pred_xyxy[..., 2:], tgt_xyxy[..., None, 2:])
-        inter = (rb - lt).clamp(min=0).prod(-1)
-        area_p = (pred_xyxy[..., 2:] - pred_xyxy[..., :2]).prod(-1)
-        area_t = (tgt_xyxy[..., 2:] - tgt_xyxy[..., :2]).prod(-1)[..., None]
-        iou = inter / (area_p + area_t - inter).clamp(min=1e-9)  # (B, G, G, nb)
+    with torch.no_grad():  # per cell, the IoU of its nb boxes with its target: (B, G, G, nb)
+        iou = det.box_iou(pred_xyxy, tgt_xyxy[..., None, :])[..., 0]
         responsible = F.one_hot(iou.argmax(-1), nb).bool() & obj[..., None]
     coord = ((boxes[..., 1:5] - target[..., None, 1:5]) ** 2).sum(-1)
     loss = lambda_coord * coord[responsible].sum()
@@ -688,7 +690,8 @@ def train_detector(
     if progress:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc=f"training ({'FPN' if model.fpn else 'single map'})", leave=False)
+        name = ("FPN" if model.top_down else "stride 4, no top-down") if model.fpn else "single map"
+        steps = tqdm(steps, desc=f"training ({name})", leave=False)
     losses = []
     model.train()
     for _ in steps:
@@ -713,10 +716,13 @@ def detect(
     score_threshold: float = 0.05,
     top_k: int = 100,
     batch_size: int = 100,
+    peaks_only: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Run the detector: decode every cell (:func:`decode_centernet`), drop scores below
     ``score_threshold``, then per-class NMS (:func:`tutorlib.detection.batched_nms`) unless
-    ``iou_threshold`` is None. The model runs on its device; the detections are on the CPU."""
+    ``iou_threshold`` is None. With ``peaks_only``, only cells that are the maximum of their
+    3 × 3 neighbourhood are decoded (CenterNet's peak filter, usually with ``iou_threshold=None``).
+    The model runs on its device; the detections are on the CPU."""
     _check_model(model)
     _check_images(images)
     check_int("num_classes", num_classes)
@@ -725,18 +731,69 @@ def detect(
     check_probability("score_threshold", score_threshold)
     check_int("top_k", top_k)
     check_int("batch_size", batch_size)
+    if not isinstance(peaks_only, bool):
+        raise TypeError(f"peaks_only must be a bool, got {type(peaks_only).__name__} {peaks_only!r}")
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
         output = model(images[start : start + batch_size].to(device)).cpu()  # NMS and metrics on the CPU
-        for r in decode_centernet(output, model.stride, num_classes, top_k):
+        for r in decode_centernet(output, model.stride, num_classes, top_k, peaks_only=peaks_only):
             keep = r["scores"] >= score_threshold
             r = {k: v[keep] for k, v in r.items()}
             if iou_threshold is not None:
                 kept = det.batched_nms(r["boxes"], r["scores"], r["labels"], iou_threshold)
                 r = {k: v[kept] for k, v in r.items()}
             out.append(r)
+    return out
+
+
+@torch.no_grad()
+def detect_image_pyramid(
+    model: TinyDetector,
+    images: torch.Tensor,
+    num_classes: int,
+    scales: Sequence[int] = (1, 2),
+    upscaled_max_side: float = 16.0,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+) -> list[dict[str, torch.Tensor]]:
+    """Test-time image pyramid: run ``model`` on copies of the images enlarged by each integer
+    factor in ``scales`` (bilinear), map the boxes back by dividing by the factor, merge, and
+    apply per-class NMS to the union.
+
+    Each enlarged copy is responsible for the small objects only (as in SNIP, Singh & Davis
+    2018): from a copy with factor > 1, boxes whose side :math:`\\sqrt{wh}` in original pixels
+    is ``upscaled_max_side`` or more are dropped, since a large object enlarged past the sizes
+    seen in training is detected badly. The cost grows with the pixels: factor :math:`f` costs
+    :math:`f^2` times the forward pass of the original size.
+
+    Returns:
+        One detection dict per image, as :func:`detect`.
+    """
+    _check_model(model)
+    _check_images(images)
+    num_classes = check_int("num_classes", num_classes)
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:
+        raise TypeError(f"scales must be a non-empty sequence of ints, got {scales!r}")
+    scales = [check_int(f"scales[{i}]", f) for i, f in enumerate(scales)]
+    check_positive("upscaled_max_side", upscaled_max_side)
+    check_probability("iou_threshold", iou_threshold)
+    check_probability("score_threshold", score_threshold)
+    merged: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(len(images))]
+    for f in scales:
+        copy = images if f == 1 else F.interpolate(images, scale_factor=f, mode="bilinear")
+        for n, r in enumerate(detect(model, copy, num_classes, None, score_threshold)):
+            r = {**r, "boxes": r["boxes"] / f}
+            if f > 1:
+                keep = det.box_area(r["boxes"]).sqrt() < upscaled_max_side
+                r = {k: v[keep] for k, v in r.items()}
+            merged[n].append(r)
+    out = []
+    for parts in merged:
+        r = {k: torch.cat([p[k] for p in parts]) for k in ("boxes", "scores", "labels")}
+        kept = det.batched_nms(r["boxes"], r["scores"], r["labels"], iou_threshold)
+        out.append({k: v[kept] for k, v in r.items()})
     return out
 
 
