@@ -184,6 +184,44 @@ def test_ddim_timesteps_are_an_increasing_subsequence(T, data):
     assert (tau[1:] > tau[:-1]).all()
 
 
+def _paper_quadratic(T: int, S: int) -> list[int]:
+    """The DDIM paper's code (runners/diffusion.py, skip_type "quad"), repeats removed."""
+    import numpy as np
+
+    seq = [int(s) for s in list(np.linspace(0, np.sqrt(T * 0.8), S) ** 2)]
+    return sorted(set(seq))
+
+
+@pytest.mark.parametrize(("T", "S"), [(1000, 10), (1000, 16), (1000, 20), (1000, 50), (1000, 100), (100, 69),
+                                      (4000, 16), (10, 3)])
+def test_ddim_timesteps_quadratic_is_the_papers_spacing(T, S):
+    tau = D.ddim_timesteps(T, S, spacing="quadratic")
+    assert tau.tolist() == _paper_quadratic(T, S)  # (1000, 16) has the exact squares 288 and 512
+    assert (tau[1:] > tau[:-1]).all() and tau[0] == 0 and tau[-1] == int(0.8 * T)
+
+
+def test_ddim_timesteps_quadratic_drops_repeats_and_keeps_all_steps():
+    assert D.ddim_timesteps(1000, 10, "quadratic").tolist() == [0, 9, 39, 88, 158, 246, 355, 483, 632, 800]
+    assert len(D.ddim_timesteps(1000, 50, "quadratic")) == 49
+    assert len(D.ddim_timesteps(1000, 100, "quadratic")) == 96
+    torch.testing.assert_close(D.ddim_timesteps(1000, 1000, "quadratic"), torch.arange(1000))
+    with pytest.raises(ValueError, match="spacing"):
+        D.ddim_timesteps(1000, 10, "cubic")
+
+
+def test_a_repeated_step_is_the_identity():
+    """Why dropping the quadratic spacing's repeats changes nothing: DDIM from t to t is x_t itself."""
+    alpha_bar = D.alpha_bars(D.linear_beta_schedule(100))
+    x_T = torch.randn(4, 3, generator=torch.Generator().manual_seed(20), dtype=torch.float64)
+    eps = torch.randn(4, 3, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    ab = alpha_bar[7].item()
+    # the DDIM update with prev = t (sigma is 0 there: 1 - ab / ab = 0); ddim_step refuses prev = t
+    again = math.sqrt(ab) * D.predict_x0(x_T, eps, ab) + math.sqrt(1 - ab) * eps
+    torch.testing.assert_close(again, x_T, rtol=1e-12, atol=1e-12)
+    # and a step to the step just before is not the identity, so the test can tell
+    assert (D.ddim_step(x_T, eps, ab, alpha_bar[6].item()) - x_T).abs().max() > 1e-4
+
+
 # --- an exact noise predictor: data x0 ~ N(mu, s^2 I) ------------------------------------------
 def _gaussian_eps(mu: float, s: float, alpha_bar: torch.Tensor):
     """E[eps | x_t] for Gaussian data: sqrt(1-ab) (x - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
@@ -415,6 +453,45 @@ def test_ddim_sweep_runs_every_setting_from_the_same_noise():
         D.ddim_sweep(model, x_T, alpha_bar, [5], [-1.0], progress=False)
     with pytest.raises(ValueError, match="non-empty"):
         D.ddim_sweep(model, x_T, alpha_bar, [], [0.0], progress=False)
+
+
+def test_ddim_sweep_with_the_quadratic_spacing():
+    alpha_bar = D.alpha_bars(D.linear_beta_schedule(100))
+    model = _random_eps_model()
+    x_T = torch.randn(4, 3, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+    sweep = D.ddim_sweep(model, x_T, alpha_bar, [10], [0.5], seed=3, progress=False, spacing="quadratic")
+    tau = _paper_quadratic(100, 10)
+    expected = D.ddim_sample(model, x_T, alpha_bar, tau, eta=0.5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(sweep[10, 0.5], expected)
+    with pytest.raises(ValueError, match="spacing"):
+        D.ddim_sweep(model, x_T, alpha_bar, [10], [0.5], progress=False, spacing="log")
+
+
+def test_train_denoiser_with_a_loss_fn_is_the_same_loop():
+    """loss_fn sees the batch rows and the generator: the default loss passed by hand is bit-identical."""
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(22))
+    config = D.DiffusionConfig(T=50, steps=20, batch_size=16, ema=0.5)
+    seen = []
+
+    def by_hand(model, index, alpha_bar, generator):
+        seen.append(index)
+        return D.epsilon_loss(model, data[index], alpha_bar, generator=generator)
+
+    runs = []
+    for loss_fn in (None, by_hand):
+        torch.manual_seed(0)
+        net = TimeMLP(dim=2, hidden=8, depth=1, embed_dim=4)
+        losses = D.train_denoiser(net, data, config, progress=False, loss_fn=loss_fn)
+        runs.append((losses, torch.cat([p.flatten() for p in net.parameters()])))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+    assert len(seen) == 20 and all(i.shape == (16,) and i.dtype == torch.long for i in seen)
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        D.train_denoiser(TimeMLP(dim=2, hidden=4, depth=1, embed_dim=4), data, config, progress=False,
+                         loss_fn=lambda m, i, ab, g: m(data[i], D.scale_t(i % 50, 50).float()).pow(2))
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        D.train_denoiser(TimeMLP(dim=2), data, config, progress=False, loss_fn="mse")
+    with pytest.raises(TypeError, match="desc must be a str"):
+        D.train_denoiser(TimeMLP(dim=2), data, config, progress=False, desc=3)
 
 
 # --- bad arguments --------------------------------------------------------------------------

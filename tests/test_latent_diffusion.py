@@ -177,6 +177,41 @@ def test_train_conditional_denoiser_lowers_the_loss_and_trains_the_null_class():
     assert not torch.equal(before, net.class_embedding.weight[3])  # dropout reached the null class
 
 
+def test_train_conditional_denoiser_is_the_loop_written_out():
+    """The reference: the loop this module had before it reused diffusion.train_denoiser (same draws)."""
+    labels = torch.arange(200) % 3
+    latents = torch.randn(200, 2, generator=torch.Generator().manual_seed(5)) * 0.1 + labels[:, None].float()
+    config = ld.GuidanceConfig(T=100, steps=30, batch_size=32, ema=0.8, seed=4)
+    torch.manual_seed(0)
+    net = ld.ConditionalTimeMLP(2, num_classes=3, hidden=16, depth=2, embed_dim=8)
+    reference = ld.ConditionalTimeMLP(2, num_classes=3, hidden=16, depth=2, embed_dim=8)
+    reference.load_state_dict(net.state_dict())
+    losses = ld.train_conditional_denoiser(net, latents, labels, config, progress=False)
+
+    _, alpha_bar = config.schedule_tensors()
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps,
+                                                           eta_min=config.lr * config.lr_final)
+    average = [p.detach().clone() for p in reference.parameters()]
+    expected = []
+    for _ in range(config.steps):
+        index = torch.randint(0, len(latents), (config.batch_size,), generator=generator)
+        loss = ld.conditional_epsilon_loss(reference, latents[index], labels[index], alpha_bar,
+                                           config.p_uncond, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(reference.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        for p_avg, p in zip(average, reference.parameters(), strict=True):
+            p_avg.lerp_(p.detach(), 1 - config.ema)
+        expected.append(loss.item())
+    assert losses == expected
+    for p, p_avg in zip(net.parameters(), average, strict=True):
+        assert torch.equal(p, p_avg)
+
+
 # ---------------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------------

@@ -547,23 +547,43 @@ def ddpm_step(
     return x_prev
 
 
-def ddim_timesteps(T: int, steps: int) -> torch.Tensor:
-    r"""``steps`` evenly spread steps from 0 to :math:`T-1`: :math:`\tau_i = \mathrm{round}(i (T-1)/(S-1))`.
+def ddim_timesteps(T: int, steps: int, spacing: str = "even") -> torch.Tensor:
+    r"""The sub-sequence :math:`\tau_1 < \dots < \tau_S` of the training steps a DDIM sampler visits.
 
-    The sub-sequence :math:`\tau` a DDIM sampler visits (diffusers' "linspace" spacing). It
-    always contains the noisiest step :math:`T-1` and the cleanest step :math:`0`;
-    ``steps == T`` gives every step. ``steps == 1`` gives ``[T-1]``: one jump from noise to data.
-    Other spacings (e.g. the paper's quadratic one) can be passed to :func:`ddim_sample` as a list.
+    ``spacing="even"``: :math:`\tau_i = \mathrm{round}(i (T-1)/(S-1))`, :math:`i = 0, \dots, S-1`
+    (diffusers' "linspace" spacing). It always contains the noisiest step :math:`T-1` and the
+    cleanest step :math:`0`; ``steps == T`` gives every step, ``steps == 1`` gives ``[T-1]``: one
+    jump from noise to data.
+
+    ``spacing="quadratic"``: :math:`\tau_i = \lfloor (i \sqrt{0.8\,T} / (S-1))^2 \rfloor`, the
+    spacing of the DDIM paper's CIFAR-10 experiments (Song et al. 2021, appendix D.2 and its
+    code): dense at low noise, ending at step :math:`0.8\,T`. For large :math:`S` the floor
+    repeats a few small steps (:math:`T = 1000`: 49 distinct steps for :math:`S = 50`, 96 for
+    :math:`S = 100`); a DDIM step from a step to itself is the identity, so the repeats are
+    dropped and fewer than :math:`S` steps may come back. ``steps == T`` gives every step here
+    too (the paper's :math:`S = T` row).
+
+    Other spacings can be passed to :func:`ddim_sample` as a list.
 
     Returns:
-        ``(steps,)`` long, strictly increasing.
+        ``(S',)`` long, strictly increasing (:math:`S' = S` except for repeats dropped).
     """
     check_int("T", T, minimum=2)
     check_int("steps", steps, minimum=1)
+    check_choice("spacing", spacing, ("even", "quadratic"))
     if steps > T:
         raise ValueError(f"steps must be <= T={T} (a sub-sequence of the {T} training steps), got {steps}")
+    if steps == T:
+        return torch.arange(T)
     if steps == 1:
         return torch.tensor([T - 1])
+    if spacing == "quadratic":
+        # numpy.linspace's arithmetic, as in the paper's code: the floor of an exact square such as
+        # 288 must not land on 287.999...
+        top = math.sqrt(0.8 * T)
+        step = top / (steps - 1)
+        tau = [math.floor((i * step) ** 2) for i in range(steps - 1)] + [math.floor(top**2)]
+        return torch.unique_consecutive(torch.tensor(tau))
     return torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
 
 
@@ -756,6 +776,7 @@ def ddim_sweep(
     seed: int = 0,
     clip_x0: float | None = None,
     progress: bool = True,
+    spacing: str = "even",
 ) -> dict[tuple[int, float], torch.Tensor]:
     r"""Samples for every number of steps :math:`S` and every :math:`\eta`: the experiment of DDIM's Table 1.
 
@@ -768,6 +789,7 @@ def ddim_sweep(
         etas: the values of :math:`\eta`, e.g. ``[0.0, 0.5, 1.0]``.
         seed: seeds the noise of the stochastic samplers.
         progress: a ``tqdm`` bar counting network evaluations.
+        spacing: how the :math:`S` steps are spread (:func:`ddim_timesteps`).
 
     Returns:
         ``{(S, eta): samples}``, each with the shape of ``x_T``.
@@ -782,15 +804,16 @@ def ddim_sweep(
     etas = [_check_eta(eta) for eta in etas]
     if not steps or not etas:
         raise ValueError(f"steps and etas must be non-empty, got steps={steps}, etas={etas}")
+    taus = {S: ddim_timesteps(len(alpha_bar), S, spacing) for S in steps}
     samples = {}
-    with tqdm(total=sum(steps) * len(etas), desc="DDIM sweep (network calls)", disable=not progress,
-              leave=False) as bar:
+    with tqdm(total=sum(len(tau) for tau in taus.values()) * len(etas), desc="DDIM sweep (network calls)",
+              disable=not progress, leave=False) as bar:
         for S in steps:
             for eta in etas:
                 generator = torch.Generator(device=x_T.device).manual_seed(seed)
-                samples[S, eta] = ddim_sample(model, x_T, alpha_bar, S, eta=eta, generator=generator,
+                samples[S, eta] = ddim_sample(model, x_T, alpha_bar, taus[S], eta=eta, generator=generator,
                                               clip_x0=clip_x0)
-                bar.update(S)
+                bar.update(len(taus[S]))
     return samples
 
 
@@ -967,8 +990,17 @@ def make_schedule(config: DiffusionConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return betas, alpha_bars(betas)
 
 
+#: A per-batch loss for :func:`train_denoiser`: ``loss_fn(model, index, alpha_bar, generator)``.
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
 def train_denoiser(
-    model: nn.Module, data: torch.Tensor, config: DiffusionConfig, progress: bool = True
+    model: nn.Module,
+    data: torch.Tensor,
+    config: DiffusionConfig,
+    progress: bool = True,
+    loss_fn: BatchLoss | None = None,
+    desc: str = "training the denoiser",
 ) -> list[float]:
     r"""Train ``model`` in place to predict the noise (:func:`epsilon_loss`) on ``data``.
 
@@ -977,11 +1009,19 @@ def train_denoiser(
     :math:`\bar\theta \leftarrow \text{ema}\, \bar\theta + (1 - \text{ema})\, \theta`, is copied
     into ``model`` at the end (the averaged weights sample better than the last iterate).
 
+    One generator, seeded with ``config.seed``, draws in this order at every step: the rows of
+    the batch, then whatever the loss draws (:func:`epsilon_loss`: :math:`t`, then :math:`\epsilon`).
+
     Args:
         model: ``model(x_t, t / T) -> eps_hat``.
         data: training set ``(N, ...)`` in the model's scale (digits: :func:`digits_to_model`).
         config: the recipe.
         progress: show a ``tqdm`` progress bar.
+        loss_fn: another loss on the same loop, e.g. one that also feeds class labels:
+            ``loss_fn(model, index, alpha_bar, generator)`` gets the batch's row indices
+            ``(B,)`` into ``data`` (and so into any array aligned with it) and returns a scalar.
+            ``None``: ``epsilon_loss(model, data[index], alpha_bar, generator)``.
+        desc: the progress bar's label.
 
     Returns:
         The loss at every step.
@@ -994,6 +1034,11 @@ def train_denoiser(
     _check_config(config)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(model, index, alpha_bar, generator) or None, "
+                        f"got {type(loss_fn).__name__}")
+    if not isinstance(desc, str):
+        raise TypeError(f"desc must be a str, got {type(desc).__name__}")
     from tqdm.auto import trange
 
     _, alpha_bar = make_schedule(config)
@@ -1005,9 +1050,14 @@ def train_denoiser(
     average = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
     losses = []
     model.train()
-    for _ in trange(config.steps, desc="training the denoiser", disable=not progress, leave=False):
+    for _ in trange(config.steps, desc=desc, disable=not progress, leave=False):
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator, device=data.device)
-        loss = epsilon_loss(model, data[index], alpha_bar, generator=generator)
+        if loss_fn is None:
+            loss = epsilon_loss(model, data[index], alpha_bar, generator=generator)
+        else:
+            loss = loss_fn(model, index, alpha_bar, generator)
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise ValueError(f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -44,7 +44,6 @@ References:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -415,9 +414,9 @@ def train_conditional_denoiser(
 ) -> list[float]:
     """Train ``model`` in place with :func:`conditional_epsilon_loss` on ``latents`` (N, d), ``labels`` (N,).
 
-    The loop of :func:`tutorlib.diffusion.train_denoiser` (Adam, cosine decay, gradient clipping,
-    optional weight averaging) with labels and label dropout; that function's model takes no
-    condition, so the loop is repeated here. Returns the loss at every step.
+    The loop is :func:`tutorlib.diffusion.train_denoiser` (Adam, cosine decay, gradient clipping,
+    optional weight averaging), given a per-batch loss that also feeds the batch's labels and
+    drops them with probability ``config.p_uncond``. Returns the loss at every step.
     """
     if not isinstance(model, ConditionalTimeMLP):
         raise TypeError(f"model must be a ConditionalTimeMLP, got {type(model).__name__}")
@@ -425,38 +424,18 @@ def train_conditional_denoiser(
     labels = _check_labels("labels", labels, len(latents), model.num_classes)
     if not isinstance(config, GuidanceConfig):
         raise TypeError(f"config must be a GuidanceConfig, got {type(config).__name__}")
-    from tqdm.auto import trange
-
-    _, alpha_bar = config.schedule_tensors()
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.steps, eta_min=config.lr * config.lr_final
+    recipe = dif.DiffusionConfig(
+        T=config.T, schedule=config.schedule, steps=config.steps, batch_size=config.batch_size,
+        lr=config.lr, lr_final=config.lr_final, ema=config.ema, grad_clip=config.grad_clip, seed=config.seed,
     )
-    average = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
-    losses = []
-    model.train()
-    for _ in trange(
-        config.steps, desc="training the conditional denoiser", disable=not progress, leave=False
-    ):
-        index = torch.randint(0, len(latents), (config.batch_size,), generator=generator)
-        loss = conditional_epsilon_loss(
-            model, latents[index], labels[index], alpha_bar, config.p_uncond, generator=generator
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if average is not None:
-            with torch.no_grad():
-                for p_avg, p in zip(average.parameters(), model.parameters(), strict=True):
-                    p_avg.lerp_(p, 1 - config.ema)
-        losses.append(loss.item())
-    if average is not None:
-        model.load_state_dict(average.state_dict())
-    model.eval()
-    return losses
+
+    def loss_fn(net: nn.Module, index: torch.Tensor, alpha_bar: torch.Tensor,
+                generator: torch.Generator) -> torch.Tensor:
+        return conditional_epsilon_loss(net, latents[index], labels[index], alpha_bar, config.p_uncond,
+                                        generator=generator)
+
+    return dif.train_denoiser(model, latents, recipe, progress=progress, loss_fn=loss_fn,
+                              desc="training the conditional denoiser")
 
 
 # --------------------------------------------------------------------------------------------
