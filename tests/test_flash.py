@@ -375,10 +375,53 @@ def test_io_exponents_follow_theorem_2():
     assert 1.9 < fl.loglog_slope(Ns, [fl.hbm_traffic(n, 64, 2**14, "standard").total for n in Ns]) < 2.1
 
 
+@pytest.mark.parametrize(("N", "d", "M"), [(256, 16, 1024), (200, 16, 65), (300, 32, 5000), (64, 8, 4096)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash2_traffic_equals_the_loads_flash_forward_makes(N, d, M, causal):
+    """The simulated FA2-order count against an instrumented run of the real loop."""
+    b = fl.flash2_block_size(M, d)
+    q, k, v = qkv(1, 1, N, N, d, dtype=torch.float32)
+    tally = fl.count_reads(lambda q, k, v: fl.flash_forward(q, k, v, causal, b, b, 0.5), q=q, k=k, v=v)
+    traffic = fl.hbm_traffic(N, d, M, "flash2", causal=causal)
+    assert tally == {"q": traffic.reads["Q"], "k": traffic.reads["K"], "v": traffic.reads["V"]}
+    assert traffic.writes == {"O": N * d, "L": N}
+
+
+@pytest.mark.parametrize(("N", "d", "M"), [(1024, 64, 16384), (512, 32, 8192), (4096, 64, 51_200)])
+def test_flash2_traffic_closed_form_and_block_size(N, d, M):
+    b = fl.flash2_block_size(M, d)
+    assert 4 * b * d + b * b <= M < 4 * (b + 1) * d + (b + 1) ** 2  # the largest tile that fits
+    T = math.ceil(N / b)  # query blocks; each reads all of K and V
+    assert fl.hbm_traffic(N, d, M, "flash2").total == N * d + T * 2 * N * d + N * d + N
+    causal = fl.hbm_traffic(N, d, M, "flash2", causal=True).total
+    keys_seen = sum(min((i + 1) * b, N) for i in range(T))  # query block i sees key blocks 0..i
+    assert causal == N * d + 2 * keys_seen * d + N * d + N
+
+
+def test_proposition_3_bound_lies_below_every_count():
+    N, d = 2048, 32
+    for M in (d * d, 4 * d * d, 16 * d * d, N * d):
+        for algorithm in ("standard", "flash", "flash2"):
+            assert fl.hbm_traffic(N, d, M, algorithm).total >= N * N * d * d / M
+
+
+def test_count_reads_counts_slices_and_refuses_bad_arguments():
+    x = torch.zeros(10, 4)
+    assert fl.count_reads(lambda x: (x[:3], x[5:, :2], x.sum()), x=x) == {"x": 12 + 10}
+    with pytest.raises(TypeError, match="fn must be callable"):
+        fl.count_reads(3, x=x)
+    with pytest.raises(ValueError, match="at least one named tensor"):
+        fl.count_reads(lambda: None)
+    with pytest.raises(TypeError, match=r"y must be a torch\.Tensor"):
+        fl.count_reads(lambda y: None, y=[1.0])
+    with pytest.raises(ValueError, match="M must be >= 1"):
+        fl.flash2_block_size(0, 4)
+
+
 def test_hbm_traffic_refuses_bad_arguments():
     with pytest.raises(ValueError, match=r"M must be >= 4\*d = 256"):
         fl.hbm_traffic(128, 64, 100, "flash")
-    with pytest.raises(ValueError, match="algorithm must be 'standard' or 'flash', got 'fast'"):
+    with pytest.raises(ValueError, match="algorithm must be 'standard', 'flash' or 'flash2', got 'fast'"):
         fl.hbm_traffic(128, 16, 1024, "fast")
     with pytest.raises(TypeError, match="N must be an int"):
         fl.hbm_traffic(128.0, 16, 1024, "flash")

@@ -405,14 +405,129 @@ def test_attention_mask_by_hand():
         sq.attention_mask(2, 3, key_padding_mask=torch.zeros(1, 4, dtype=torch.bool))
 
 
-def test_softmax_attention_matches_a_loop():
+def test_attention_output_matches_a_loop():
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, 3, 4, generator=g, dtype=torch.float64) for _ in range(3))
-    out = sq.softmax_attention(q, k, v)
+    out = sq.scaled_dot_product_attention(q, k, v)[0]
     for h in range(2):
         for i in range(3):
             w = torch.softmax(torch.stack([q[0, h, i] @ k[0, h, j] for j in range(3)]) / 2.0, 0)
             torch.testing.assert_close(out[0, h, i], sum(w[j] * v[0, h, j] for j in range(3)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_scale_and_unequal_lengths_match_sdpa(causal):
+    q, k, v = randn(2, 3, 5, 4, seed=1), randn(2, 3, 7, 4, seed=2), randn(2, 3, 7, 6, seed=3)
+    out, _ = sq.scaled_dot_product_attention(q, k, v, causal=causal, scale=0.7)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.7)  # top-left causal
+    torch.testing.assert_close(out, ref, **TIGHT)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        sq.scaled_dot_product_attention(q, k, v, scale=-1.0)
+    with pytest.raises(TypeError, match="scale"):
+        sq.scaled_dot_product_attention(q, k, v, scale="big")
+
+
+def gla_reference(q, k, v, gamma, eps=1e-6):
+    """Gated linear attention as explicit double sums with the gate products written out."""
+    fq, fk = F.elu(q) + 1, F.elu(k) + 1
+    B, H, N, _ = q.shape
+    out = torch.zeros(B, H, N, v.shape[-1], dtype=q.dtype)
+    for b in range(B):
+        for h in range(H):
+            for i in range(N):
+                num, den = 0.0, 0.0
+                for j in range(i + 1):
+                    decay = torch.prod(gamma[b, h, j + 1:i + 1])  # empty product = 1 for j = i
+                    w = decay * (fq[b, h, i] @ fk[b, h, j])
+                    num, den = num + w * v[b, h, j], den + w
+                out[b, h, i] = num / (den + eps)
+    return out
+
+
+def test_gated_linear_attention_matches_the_explicit_sums_and_its_recurrence():
+    q, k, v = randn(2, 2, 9, 3, seed=1), randn(2, 2, 9, 3, seed=2), randn(2, 2, 9, 5, seed=3)
+    gamma = torch.sigmoid(randn(2, 2, 9, seed=4) + 1)
+    parallel = sq.gated_linear_attention(q, k, v, gamma)
+    torch.testing.assert_close(parallel, gla_reference(q, k, v, gamma), **TIGHT)
+    torch.testing.assert_close(sq.gated_linear_attention_recurrent(q, k, v, gamma), parallel, **TIGHT)
+    constant = sq.gated_linear_attention(q, k, v, 0.8)
+    torch.testing.assert_close(constant, gla_reference(q, k, v, torch.full((2, 2, 9), 0.8, dtype=q.dtype)),
+                               **TIGHT)
+    ungated = sq.linear_attention(q, k, v, causal=True)
+    torch.testing.assert_close(sq.gated_linear_attention(q, k, v, 1.0), ungated, **TIGHT)
+
+
+def test_gated_linear_attention_gradients_match_between_forms():
+    q, k, v = (randn(1, 2, 6, 3, seed=s, requires_grad=True) for s in (1, 2, 3))
+    gamma = torch.sigmoid(randn(1, 2, 6, seed=4)).requires_grad_(True)
+    g_par = grads(sq.gated_linear_attention(q, k, v, gamma), [q, k, v, gamma])
+    g_rec = grads(sq.gated_linear_attention_recurrent(q, k, v, gamma), [q, k, v, gamma])
+    for a, b in zip(g_par, g_rec, strict=True):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+def test_gated_linear_attention_refuses_bad_gates():
+    q = randn(1, 2, 4, 3)
+    for fn in (sq.gated_linear_attention, sq.gated_linear_attention_recurrent):
+        with pytest.raises(ValueError, match="gamma"):
+            fn(q, q, q, 0.0)
+        with pytest.raises(ValueError, match="gamma"):
+            fn(q, q, q, 1.5)
+        with pytest.raises(ValueError, match=r"gamma must lie in \(0, 1\]"):
+            fn(q, q, q, torch.full((1, 2, 4), 1.2, dtype=torch.float64))
+        with pytest.raises(ValueError, match="gamma"):
+            fn(q, q, q, torch.full((1, 2, 3), 0.5, dtype=torch.float64))
+        with pytest.raises(TypeError, match="gamma must have q's dtype"):
+            fn(q, q, q, torch.full((1, 2, 4), 0.5))
+        with pytest.raises(TypeError, match="gamma"):
+            fn(q, q, q, "0.5")
+
+
+def test_associative_recall_a_d_by_d_state_holds_about_d_pairs():
+    g = torch.Generator().manual_seed(0)
+    # orthogonal-ish keys in a wide space: every pair comes back
+    assert sq.associative_recall_accuracy(4, 256, memory="linear", generator=g) == 1.0
+    # many more pairs than dimensions: the crosstalk buries most answers, softmax keeps them all
+    assert sq.associative_recall_accuracy(256, 16, memory="linear", generator=g) < 0.2
+    assert sq.associative_recall_accuracy(256, 16, memory="softmax", generator=g) > 0.99
+    with pytest.raises(ValueError, match="memory must be one of"):
+        sq.associative_recall_accuracy(4, 4, memory="lstm", generator=g)
+    with pytest.raises(ValueError, match="n_pairs must be >= 1"):
+        sq.associative_recall_accuracy(0, 4, generator=g)
+    with pytest.raises(TypeError, match="generator"):
+        sq.associative_recall_accuracy(4, 4, generator=0)
+
+
+def test_forget_bias_and_clipping_are_applied():
+    H = 8
+    lstm = sq.make_model("lstm", sq.RecallConfig(d_model=H, forget_bias=2.5))
+    assert torch.all(lstm.cell.bias_ih[H:2 * H] == 2.5) and torch.all(lstm.cell.bias_hh[H:2 * H] == 0)
+    assert lstm.cell.bias_ih[:H].abs().max() <= 1 / math.sqrt(H)  # the other gates keep PyTorch's init
+    default = sq.make_model("lstm", sq.RecallConfig(d_model=H))
+    assert default.cell.bias_ih[H:2 * H].abs().max() <= 1 / math.sqrt(H)
+
+    def change(clip_norm):  # one Adam step; with a tiny clip the step is ~ lr * |g| / eps, far below lr
+        cfg = sq.RecallConfig(d_model=H, steps=1, lr=1e-2, clip_norm=clip_norm, n_test=4)
+        torch.manual_seed(3)
+        before = [p.detach().clone() for p in sq.make_model("rnn", cfg).parameters()]
+        after, _ = sq.train_recall("rnn", 3, cfg, seed=3)
+        return max((a - b).abs().max().item() for a, b in zip(after.parameters(), before, strict=True))
+
+    assert change(None) > 5e-3
+    assert change(1e-12) < 1e-5
+
+
+def test_train_recall_curve_reports_every_eval_step():
+    cfg = sq.RecallConfig(d_model=8, steps=5, n_test=16, clip_norm=1.0)
+    _, steps, accuracies = sq.train_recall_curve("lstm", 3, cfg, seed=0, eval_every=2)
+    assert steps == [2, 4, 5] and len(accuracies) == 3
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    with pytest.raises(ValueError, match="eval_every must be >= 1"):
+        sq.train_recall_curve("lstm", 3, cfg, seed=0, eval_every=0)
+    with pytest.raises(ValueError, match=r"RecallConfig\.clip_norm must be finite and > 0"):
+        sq.RecallConfig(clip_norm=-1.0)
+    with pytest.raises(ValueError, match=r"RecallConfig\.forget_bias"):
+        sq.RecallConfig(forget_bias=float("nan"))
 
 
 def test_recall_models_and_config_check_their_arguments():

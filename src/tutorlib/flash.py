@@ -11,7 +11,8 @@ with the scale :math:`\\tau = 1/\\sqrt d`. The standard implementation writes th
 
 What is here, from the reference to the fast paths (each one says what it reads and writes):
 
-- :func:`naive_attention`: the three lines above, materialising :math:`S` and :math:`P`;
+- :func:`naive_attention`: the three lines above, materialising :math:`S` and :math:`P` (it calls
+  tutorlib's one softmax attention, :func:`tutorlib.sequence.scaled_dot_product_attention`);
 - :func:`softmax_three_pass`, :func:`online_softmax`, :func:`online_softmax_steps`: the safe
   softmax and its one-pass normaliser (Milakov & Gimelshein 2018);
 - :func:`tile_schedule`: which blocks of :math:`S` the tiled loops visit, and which the causal
@@ -67,6 +68,7 @@ import numpy as np
 import torch
 
 from tutorlib.powerlaw import loglog_slope  # one home; re-exported here for the chapters
+from tutorlib.sequence import scaled_dot_product_attention  # the one home of softmax attention
 
 __all__ = [
     "TRITON_HEAD_DIMS",
@@ -74,6 +76,8 @@ __all__ = [
     "OnlineSoftmaxTrace",
     "Tile",
     "Traffic",
+    "count_reads",
+    "flash2_block_size",
     "flash_attention",
     "flash_attention_triton",
     "flash_backward",
@@ -181,11 +185,13 @@ def naive_attention(
     .. math::  S = \\tau\\, Q K^\\top, \\quad P_{ij} = \\frac{e^{S_{ij}}}{\\sum_{j'} e^{S_{ij'}}},
                \\quad O = P V .
 
+    The output of :func:`tutorlib.sequence.scaled_dot_product_attention` (tutorlib's one softmax
+    attention), with this module's argument checks (finite inputs, ``k`` and ``v`` of one shape).
     With ``causal=True``, query :math:`i` sees keys :math:`j \\le i` only (:math:`S_{ij} = -\\infty`
     above the diagonal, aligned at the top-left corner like ``scaled_dot_product_attention``).
 
-    Reads and writes: two :math:`N_q \\times N_k` matrices (``s`` and ``p``) are allocated and
-    live at the same time; this is the memory that FlashAttention avoids.
+    Reads and writes: two :math:`N_q \\times N_k` matrices (the scores and the weights) are
+    allocated and live at the same time; this is the memory that FlashAttention avoids.
 
     Args:
         q: queries, shape ``(B, H, N_q, d)``.
@@ -197,14 +203,10 @@ def naive_attention(
         ``(B, H, N_q, d)``.
     """
     _check_qkv(q, k, v)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
     tau = _resolve_scale(scale, q.shape[-1])
-    s = (q @ k.transpose(-2, -1)) * tau  # (B, H, N_q, N_k): written to memory
-    if causal:
-        n_q, n_k = s.shape[-2:]
-        above = torch.ones(n_q, n_k, dtype=torch.bool, device=s.device).triu(diagonal=1)
-        s = s.masked_fill(above, float("-inf"))
-    p = torch.softmax(s, dim=-1)  # (B, H, N_q, N_k): read S, write P
-    return p @ v  # (B, H, N_q, d): read P and V
+    return scaled_dot_product_attention(q, k, v, causal=causal, scale=tau)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,6 +801,15 @@ def standard_tile_size(M: int, d: int) -> int:
     return math.isqrt(d * d + M) - d
 
 
+def flash2_block_size(M: int, d: int) -> int:
+    """The square tile :math:`b` (``block_q = block_k = b``, as in :func:`flash_attention`) of the
+    FlashAttention-2 loop order for fast memory of ``M`` elements: the largest with
+    :math:`4bd + b^2 \\le M`, so that :math:`Q_i`, the accumulator :math:`A_i`, :math:`K_j`,
+    :math:`V_j` and the tile :math:`S_{ij}` fit together (at least 1)."""
+    M, d = _check_positive_int("M", M), _check_positive_int("d", d)
+    return max(1, math.isqrt(4 * d * d + M) - 2 * d)
+
+
 def hbm_traffic(N: int, d: int, M: int, algorithm: str, causal: bool = False) -> Traffic:
     """Elements moved between slow memory (HBM) and fast memory of ``M`` elements, by simulation.
 
@@ -812,22 +823,28 @@ def hbm_traffic(N: int, d: int, M: int, algorithm: str, causal: bool = False) ->
       P written; (3) :math:`O = PV` tiled the same way: P read, V read once per row block, O
       written. The causal mask is applied element-wise, so it saves no traffic.
       Total :math:`\\Theta(N^2 + N^2 d / b)`, i.e. :math:`\\Theta(Nd + N^2)` once :math:`b \\ge d`.
-    - ``"flash"`` (Algorithm 1): tiles from :func:`flash_block_sizes`; O, ℓ, m initialised in HBM;
-      for each key block :math:`K_j, V_j` (read once), for each query block: read
-      :math:`Q_i, O_i, \\ell_i, m_i`, write :math:`O_i, \\ell_i, m_i`. With ``causal=True`` hidden
-      blocks are skipped. Total :math:`\\Theta(N^2 d^2 / M)` for :math:`d \\le M \\le Nd`
-      (Theorem 2).
+    - ``"flash"`` (FlashAttention-1, Algorithm 1: keys outside, queries inside): tiles from
+      :func:`flash_block_sizes`; O, ℓ, m initialised in HBM; for each key block :math:`K_j, V_j`
+      (read once), for each query block: read :math:`Q_i, O_i, \\ell_i, m_i`, write
+      :math:`O_i, \\ell_i, m_i`. With ``causal=True`` hidden blocks are skipped. Total
+      :math:`\\approx 12 N^2 d^2 / M` for :math:`d \\le M \\le Nd` (Theorem 2).
+    - ``"flash2"`` (FlashAttention-2's order, the one :func:`flash_forward` and the Triton kernel
+      use: queries outside, keys inside): :math:`b \\times b` tiles from :func:`flash2_block_size`;
+      for each query block read :math:`Q_i` once, read every visible :math:`K_j, V_j`, then write
+      :math:`O_i` and the log-sum-exp :math:`L_i` once. Total
+      :math:`2N^2 d / b + 2Nd + N`: :math:`\\approx 8 N^2 d^2 / M` while :math:`b \\ll d`, and
+      :math:`\\approx 2 N^2 d / \\sqrt M` once :math:`b \\gg d`.
 
     Args:
         N: sequence length; d: head dimension; M: fast-memory size in elements, at least 4d.
-        algorithm: ``"standard"`` or ``"flash"``.
+        algorithm: ``"standard"``, ``"flash"`` or ``"flash2"``.
         causal: skip the blocks the causal mask hides (FlashAttention only).
 
     Returns:
         :class:`Traffic`: elements read and written per matrix; ``.total`` sums them.
 
     References:
-        Dao et al. (2022), Algorithms 0 and 1, Theorem 2.
+        Dao et al. (2022), Algorithms 0 and 1, Theorem 2; Dao (2023), Algorithm 1.
     """
     N, d, M = _check_positive_int("N", N), _check_positive_int("d", d), _check_positive_int("M", M)
     if M < 4 * d:
@@ -868,9 +885,65 @@ def hbm_traffic(N: int, d: int, M: int, algorithm: str, causal: bool = False) ->
                 traffic.read("ℓ, m", 2 * rows)
                 traffic.write("O", rows * d)  # lines 12-13
                 traffic.write("ℓ, m", 2 * rows)
+    elif algorithm == "flash2":
+        b = flash2_block_size(M, d)
+        traffic.blocks = (b, b)
+        for q0, q1 in _spans(N, b):  # outer loop: one query block (one Triton program)
+            traffic.read("Q", (q1 - q0) * d)  # Q_i stays on chip for the whole inner loop
+            for k0, k1 in _spans(N, b):
+                if not _visible(q0, q1, k0, causal):
+                    break
+                traffic.read("K", (k1 - k0) * d)
+                traffic.read("V", (k1 - k0) * d)
+            traffic.write("O", (q1 - q0) * d)  # written once, normalised
+            traffic.write("L", q1 - q0)  # the log-sum-exp, for the backward pass
     else:
-        raise ValueError(f"algorithm must be 'standard' or 'flash', got {algorithm!r}")
+        raise ValueError(f"algorithm must be 'standard', 'flash' or 'flash2', got {algorithm!r}")
     return traffic
+
+
+def count_reads(fn: Callable[..., object], **tensors: torch.Tensor) -> dict[str, int]:
+    """Elements of each named input tensor that ``fn(**tensors)`` reads through indexing.
+
+    Every input is wrapped in a tensor subclass whose ``__getitem__`` adds the number of elements
+    of the slice it returns to a tally (``torch.Tensor.__torch_function__``); everything else runs
+    unchanged. Run on :func:`flash_forward`, this counts the loads its loops really make, an
+    independent check of :func:`hbm_traffic`'s ``"flash2"`` simulation (a tiled loop reads
+    each tile by slicing; whole-tensor reads that are not slices, such as the argument checks'
+    reductions, are not counted).
+
+    Args:
+        fn: called as ``fn(**tensors)``.
+        tensors: the inputs to track, by name (``q=..., k=..., v=...``).
+
+    Returns:
+        ``{name: elements read by slicing}``.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if not tensors:
+        raise ValueError("count_reads needs at least one named tensor to track, e.g. q=q")
+    counts = dict.fromkeys(tensors, 0)
+    names: dict[int, str] = {}
+
+    class _Tracked(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            with torch._C.DisableTorchFunctionSubclass():
+                out = func(*args, **kwargs)
+            if func is torch.Tensor.__getitem__ and id(args[0]) in names:
+                counts[names[id(args[0])]] += out.numel()
+            return out
+
+    wrapped = {}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        wrapped[name] = t.as_subclass(_Tracked)
+        names[id(wrapped[name])] = name
+    fn(**wrapped)
+    return counts
 
 
 # --------------------------------------------------------------------------------------------

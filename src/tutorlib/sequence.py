@@ -47,7 +47,9 @@ from tutorlib.validation import (
     check_indices,
     check_int,
     check_positive,
+    check_real,
     check_tensor,
+    optional,
 )
 
 __all__ = [
@@ -59,8 +61,11 @@ __all__ = [
     "RecurrentClassifier",
     "TransformerClassifier",
     "TransformerEncoderBlock",
+    "associative_recall_accuracy",
     "attention_mask",
     "elu_feature_map",
+    "gated_linear_attention",
+    "gated_linear_attention_recurrent",
     "graph_depth",
     "linear_attention",
     "linear_attention_recurrent",
@@ -70,9 +75,9 @@ __all__ = [
     "scale_spectral_radius",
     "scaled_dot_product_attention",
     "sinusoidal_positional_encoding",
-    "softmax_attention",
     "state_jacobian_norms",
     "train_recall",
+    "train_recall_curve",
     "train_step_time",
     "unroll",
 ]
@@ -376,19 +381,31 @@ def scaled_dot_product_attention(
     *,
     causal: bool = False,
     key_padding_mask: torch.Tensor | None = None,
+    scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention with the scores and weights in plain sight.
+    """Softmax attention with the scores and weights in plain sight: tutorlib's one softmax attention.
 
-    .. math::  S = \\frac{Q K^\\top}{\\sqrt d}, \\qquad
+    .. math::  S = \\tau\\, Q K^\\top \\ \\big(\\tau = 1/\\sqrt d\\big), \\qquad
                A_{ij} = \\frac{e^{S_{ij}}}{\\sum_{j'} e^{S_{ij'}}}, \\qquad O = A V,
 
     where masked scores are set to :math:`-\\infty` first, so their weight is exactly 0.
-    Row :math:`i` of :math:`A` says how much query :math:`i` reads from each key.
+    Row :math:`i` of :math:`A` says how much query :math:`i` reads from each key. The two
+    :math:`n_q \\times n_k` matrices :math:`S` and :math:`A` are materialised: this is the
+    "standard attention" that FlashAttention avoids (``tutorlib.flash.naive_attention`` calls
+    this function), and the reference that ``tutorlib.flash`` and the tests compare with
+    PyTorch's ``scaled_dot_product_attention``.
+
+    Conventions (PyTorch's): shapes ``(B, H, N, d)`` = batch, heads, length, head width; a mask
+    entry ``True`` means *hidden*. The causal mask is aligned at the top-left corner, as in
+    ``scaled_dot_product_attention(is_causal=True)``: query :math:`i` sees keys
+    :math:`j \\le i`, also when :math:`n_q \\ne n_k` (FlashAttention-2's kernels align it at the
+    bottom right instead). A query whose keys are all hidden gets NaN weights.
 
     Args:
         q: queries ``(B, H, n_q, d)``; k: keys ``(B, H, n_k, d)``; v: values ``(B, H, n_k, d_v)``.
         causal: query :math:`i` sees keys :math:`j \\le i` only.
         key_padding_mask: ``(B, n_k)`` bool, ``True`` where a key is padding.
+        scale: :math:`\\tau > 0`; ``None`` means :math:`1/\\sqrt d`.
 
     Returns:
         ``(O, A)``: the output ``(B, H, n_q, d_v)`` and the weights ``(B, H, n_q, n_k)``.
@@ -404,12 +421,13 @@ def scaled_dot_product_attention(
             f"q, k, v must be (B, H, n_q, d), (B, H, n_k, d), (B, H, n_k, d_v); "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    tau = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_positive("scale", scale)
     n_q, n_k = q.shape[2], k.shape[2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, n_q, n_k)
+    scores = (q @ k.transpose(-2, -1)) * tau  # (B, H, n_q, n_k): written to memory
     mask = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
     if mask is not None:
         scores = scores.masked_fill(mask.to(scores.device), float("-inf"))
-    weights = torch.softmax(scores, dim=-1)  # (B, H, n_q, n_k): rows sum to 1
+    weights = torch.softmax(scores, dim=-1)  # (B, H, n_q, n_k): rows sum to 1, also in memory
     return weights @ v, weights  # (B, H, n_q, d_v)
 
 
@@ -676,9 +694,147 @@ def linear_attention_recurrent(
     return torch.stack(outputs, dim=2)  # (B, H, N, d_v)
 
 
-def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention's output only (for timing against :func:`linear_attention`)."""
-    return scaled_dot_product_attention(q, k, v)[0]
+def _check_gates(gamma: object, q: torch.Tensor) -> torch.Tensor:
+    """``gamma`` as a ``(B, H, N)`` tensor of decays in ``(0, 1]`` (a number is broadcast)."""
+    B, H, N, _ = q.shape
+    if isinstance(gamma, int | float) and not isinstance(gamma, bool):
+        check_real("gamma", gamma, 0.0, 1.0, low_open=True)
+        return q.new_full((B, H, N), float(gamma))
+    g = check_tensor("gamma", gamma, (B, H, N))
+    if g.dtype != q.dtype:
+        raise TypeError(f"gamma must have q's dtype {q.dtype}, got {g.dtype}")
+    if not bool(((g > 0) & (g <= 1)).all()):
+        raise ValueError(f"gamma must lie in (0, 1] (a forget gate), got values in [{g.min().item():.3g}, "
+                         f"{g.max().item():.3g}]")
+    return g
+
+
+def gated_linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: float | torch.Tensor, *, eps: float = 1e-6
+) -> torch.Tensor:
+    """Causal linear attention with a forget gate, parallel form (decay mask on the N x N matrix).
+
+    The recurrent form (:func:`gated_linear_attention_recurrent`) is
+    :math:`S_i = \\gamma_i S_{i-1} + \\phi(K_i) V_i^\\top`, :math:`z_i = \\gamma_i z_{i-1} + \\phi(K_i)`,
+    :math:`O_i = \\phi(Q_i)^\\top S_i / \\phi(Q_i)^\\top z_i`. Unrolled, key :math:`j` reaches
+    query :math:`i \\ge j` multiplied by the product of the gates in between,
+
+    .. math::  O_i = \\frac{\\sum_{j \\le i} D_{ij}\\, \\phi(Q_i)^\\top \\phi(K_j)\\, V_j}
+                            {\\sum_{j \\le i} D_{ij}\\, \\phi(Q_i)^\\top \\phi(K_j)}, \\qquad
+               D_{ij} = \\prod_{t=j+1}^{i} \\gamma_t = e^{c_i - c_j}, \\quad
+               c_i = \\sum_{t \\le i} \\log \\gamma_t,
+
+    so the parallel form is linear attention with the causal mask replaced by the decay mask
+    :math:`D`. A constant :math:`\\gamma` gives RetNet's :math:`D_{ij} = \\gamma^{i-j}`; a gate per
+    token and head is the scalar gate of Mamba-2 (GLA uses one per feature). :math:`\\gamma = 1`
+    is :func:`linear_attention` with ``causal=True``. (RetNet and GLA drop the normaliser
+    :math:`z` and normalise the output instead; we keep it, so that outputs stay averages of
+    values.)
+
+    Args:
+        q, k: ``(B, H, N, d)``; v: ``(B, H, N, d_v)``.
+        gamma: the forget gate :math:`\\gamma_i \\in (0, 1]`: a number, or a ``(B, H, N)`` tensor.
+        eps: added to the denominator.
+
+    Returns:
+        ``(B, H, N, d_v)``.
+
+    References:
+        Sun et al. (2023), Retentive network, eqs. (1)-(5); Yang et al. (2024), Gated linear
+        attention transformers; Dao & Gu (2024), Transformers are SSMs (Mamba-2), section 3.
+    """
+    _check_linear_qkv(q, k, v)
+    check_positive("eps", eps)
+    g = _check_gates(gamma, q)  # (B, H, N)
+    fq, fk = elu_feature_map(q), elu_feature_map(k)  # (B, H, N, d)
+    c = torch.cumsum(torch.log(g), dim=-1)  # (B, H, N): c_i = sum_{t <= i} log gamma_t
+    n = q.shape[2]
+    future = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)
+    log_decay = (c[..., :, None] - c[..., None, :]).masked_fill(future, float("-inf"))  # (B, H, N, N)
+    a = (fq @ fk.transpose(-2, -1)) * torch.exp(log_decay)  # D_ij phi(q_i).phi(k_j), 0 for j > i
+    return (a @ v) / (a.sum(-1, keepdim=True) + eps)
+
+
+def gated_linear_attention_recurrent(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: float | torch.Tensor, *, eps: float = 1e-6
+) -> torch.Tensor:
+    """Gated linear attention as an RNN: the LSTM's forget gate on a matrix-valued state.
+
+    .. math::
+        \\begin{aligned}
+        S_i &= \\gamma_i\\, S_{i-1} + \\phi(K_i) V_i^\\top, &
+        z_i &= \\gamma_i\\, z_{i-1} + \\phi(K_i), \\\\
+        O_i &= \\frac{\\phi(Q_i)^\\top S_i}{\\phi(Q_i)^\\top z_i}, &
+        S_0 &= 0,\\ z_0 = 0,
+        \\end{aligned}
+
+    the same shape as the LSTM's :math:`c_t = \\sigma(f_t) \\odot c_{t-1} + \\sigma(i_t) \\odot g_t`.
+    Arguments and result as :func:`gated_linear_attention`, whose outputs it equals.
+
+    References:
+        Sun et al. (2023); Yang et al. (2024); Dao & Gu (2024).
+    """
+    _check_linear_qkv(q, k, v)
+    check_positive("eps", eps)
+    g = _check_gates(gamma, q)  # (B, H, N)
+    fq, fk = elu_feature_map(q), elu_feature_map(k)  # (B, H, N, d)
+    B, H, N, d = fq.shape
+    s = q.new_zeros(B, H, d, v.shape[-1])  # (B, H, d, d_v)
+    z = q.new_zeros(B, H, d)  # (B, H, d)
+    outputs = []
+    for i in range(N):
+        s = g[:, :, i, None, None] * s + fk[:, :, i, :, None] * v[:, :, i, None, :]  # forget, then write
+        z = g[:, :, i, None] * z + fk[:, :, i]
+        num = (fq[:, :, i, None, :] @ s).squeeze(-2)  # (B, H, d_v)
+        den = (fq[:, :, i] * z).sum(-1, keepdim=True)  # (B, H, 1)
+        outputs.append(num / (den + eps))
+    return torch.stack(outputs, dim=2)  # (B, H, N, d_v)
+
+
+def associative_recall_accuracy(
+    n_pairs: int, d: int, *, n_trials: int = 20, memory: str = "linear", generator: torch.Generator
+) -> float:
+    """How many key-value pairs a :math:`d \\times d` state can hold: multi-query associative recall.
+
+    Write ``n_pairs`` pairs :math:`(k_j, v_j)`, with random unit keys and values in
+    :math:`\\mathbb{R}^d`, then query every key :math:`k_i` and count the queries whose answer is
+    closer (by cosine) to :math:`v_i` than to every other stored value.
+
+    - ``"linear"``: the state of linear attention without feature map or normaliser,
+      :math:`S = \\sum_j k_j v_j^\\top` (:math:`d \\times d` numbers, whatever ``n_pairs`` is);
+      the answer :math:`S^\\top k_i = v_i + \\sum_{j \\ne i} (k_j \\cdot k_i)\\, v_j` is exact only while
+      the keys are orthogonal, i.e. for at most :math:`d` pairs.
+    - ``"softmax"``: softmax attention over the stored pairs (scale :math:`\\tau = 4\\sqrt d`),
+      whose memory, the list of keys and values, grows with ``n_pairs``.
+
+    Args:
+        n_pairs: pairs written; d: key and value width.
+        n_trials: independent memories averaged over.
+        memory: ``"linear"`` or ``"softmax"``.
+        generator: the random source.
+
+    Returns:
+        The fraction of queries answered correctly.
+
+    References:
+        Schlag, Irie & Schmidhuber (2021), Linear transformers are secretly fast weight
+        programmers; Arora et al. (2024), Zoology (multi-query associative recall).
+    """
+    n_pairs, d, n_trials = check_int("n_pairs", n_pairs), check_int("d", d), check_int("n_trials", n_trials)
+    check_choice("memory", memory, ("linear", "softmax"))
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    shape = (n_trials, 1, n_pairs, d)  # (trials, one head, pairs, d)
+    keys = F.normalize(torch.randn(shape, generator=generator, dtype=torch.float64), dim=-1)
+    values = F.normalize(torch.randn(shape, generator=generator, dtype=torch.float64), dim=-1)
+    if memory == "linear":
+        state = keys.transpose(-2, -1) @ values  # (T, 1, d, d): the whole memory
+        answers = keys @ state  # (T, 1, n_pairs, d): k_i^T S for every stored key
+    else:
+        answers = scaled_dot_product_attention(keys, keys, values, scale=4.0 * math.sqrt(d))[0]
+    similarity = F.normalize(answers, dim=-1) @ values.transpose(-2, -1)  # (T, 1, n_pairs, n_pairs)
+    hits = similarity.argmax(-1) == torch.arange(n_pairs)
+    return hits.double().mean().item()
 
 
 # --------------------------------------------------------------------------------------------
@@ -781,11 +937,19 @@ class RecallConfig:
     batch_size: int = 32
     lr: float = 3e-3
     n_test: int = 1000  #: held-out sequences for the accuracy
+    #: LSTM only: the forget gate's bias b_f at initialisation (b_ih's forget slice; b_hh's is
+    #: zeroed). ``None`` keeps PyTorch's uniform init (b_f about 0, sigma(b_f) about 1/2). Gers et al.
+    #: (2000) and Jozefowicz et al. (2015) use 1; Tallec & Ollivier's chrono init uses log(T)
+    #: for dependencies T steps long.
+    forget_bias: float | None = None
+    #: clip the gradient's global norm to this (Pascanu et al. 2013); ``None``: no clipping
+    clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, {"d_model": check_int, "n_classes": (check_int, 2), "n_distractors": check_int,
                             "steps": check_int, "batch_size": check_int, "lr": check_positive,
-                            "n_test": check_int})
+                            "n_test": check_int, "forget_bias": (optional, check_real),
+                            "clip_norm": (optional, check_positive)})
         if self.d_model % 2:
             raise ValueError(f"RecallConfig.d_model must be even (sinusoidal positions), got {self.d_model}")
 
@@ -804,11 +968,40 @@ def make_model(kind: str, cfg: RecallConfig) -> nn.Module:
     vocab = cfg.n_classes + cfg.n_distractors + 1
     if kind == "transformer":
         return TransformerClassifier(vocab, cfg.d_model, cfg.n_classes)
-    return RecurrentClassifier(kind, vocab, cfg.d_model, cfg.n_classes)
+    model = RecurrentClassifier(kind, vocab, cfg.d_model, cfg.n_classes)
+    if kind == "lstm" and cfg.forget_bias is not None:
+        H = cfg.d_model
+        with torch.no_grad():  # PyTorch's gate order i, f, g, o: the forget gate is rows H..2H
+            model.cell.bias_ih[H:2 * H] = cfg.forget_bias
+            model.cell.bias_hh[H:2 * H] = 0.0
+    return model
 
 
 def train_recall(kind: str, distance: int, cfg: RecallConfig, seed: int) -> tuple[nn.Module, float]:
-    """Train one model on the recall task at ``distance``; return it and its test accuracy."""
+    """Train one model on the recall task at ``distance``; return it and its test accuracy.
+
+    Adam for ``cfg.steps`` steps on fresh batches, the gradient clipped to ``cfg.clip_norm`` when
+    set; the accuracy is measured on ``cfg.n_test`` new sequences.
+    """
+    model, _, accuracy = _train_recall(kind, distance, cfg, seed, eval_every=None)
+    return model, accuracy[-1]
+
+
+def train_recall_curve(
+    kind: str, distance: int, cfg: RecallConfig, seed: int, eval_every: int
+) -> tuple[nn.Module, list[int], list[float]]:
+    """:func:`train_recall`, measuring the test accuracy every ``eval_every`` steps.
+
+    Returns:
+        ``(model, steps, accuracies)``: the accuracy on one fixed set of ``cfg.n_test`` sequences
+        after each of ``steps`` (``eval_every, 2·eval_every, ...``, and ``cfg.steps``).
+    """
+    return _train_recall(kind, distance, cfg, seed, eval_every=check_int("eval_every", eval_every))
+
+
+def _train_recall(
+    kind: str, distance: int, cfg: RecallConfig, seed: int, eval_every: int | None
+) -> tuple[nn.Module, list[int], list[float]]:
     check_choice("kind", kind, ("rnn", "lstm", "gru", "transformer"))
     _check_recall_config(cfg)
     check_int("distance", distance)
@@ -817,18 +1010,32 @@ def train_recall(kind: str, distance: int, cfg: RecallConfig, seed: int) -> tupl
     torch.manual_seed(seed)
     model = make_model(kind, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    for _ in range(cfg.steps):
-        x, y = make_recall_task(cfg.batch_size, distance, n_classes=cfg.n_classes,
-                                n_distractors=cfg.n_distractors, generator=g)
+    task = {"n_classes": cfg.n_classes, "n_distractors": cfg.n_distractors}
+    test = None
+    if eval_every is not None:  # one fixed test set, drawn from its own generator
+        test_generator = torch.Generator().manual_seed(seed + 10_000)
+        test = make_recall_task(cfg.n_test, distance, **task, generator=test_generator)
+
+    def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            return (model(x).argmax(-1) == y).double().mean().item()
+
+    steps, accuracies = [], []
+    for step in range(1, cfg.steps + 1):
+        x, y = make_recall_task(cfg.batch_size, distance, **task, generator=g)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
+        if cfg.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
         opt.step()
-    x, y = make_recall_task(cfg.n_test, distance, n_classes=cfg.n_classes,
-                            n_distractors=cfg.n_distractors, generator=g)
-    with torch.no_grad():
-        accuracy = (model(x).argmax(-1) == y).double().mean().item()
-    return model, accuracy
+        if test is not None and (step % eval_every == 0 or step == cfg.steps):
+            steps.append(step)
+            accuracies.append(accuracy(*test))
+    if test is None:
+        test = make_recall_task(cfg.n_test, distance, **task, generator=g)  # after training, as always
+        steps, accuracies = [cfg.steps], [accuracy(*test)]
+    return model, steps, accuracies
 
 
 # --------------------------------------------------------------------------------------------
