@@ -2,7 +2,6 @@
 
 import math
 
-import gymnasium as gym
 import matplotlib
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tutorlib import rl
+from tutorlib import rl, rl_envs
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -350,36 +349,7 @@ def test_gaussian_exploration_stays_in_bounds_and_has_the_right_scale():
         rl.gaussian_exploration(mean, -0.1, scale, low, high, g)
 
 
-# --- environments, training loops and drawings -----------------------------------------------
-
-
-def test_true_next_obs_takes_the_final_observation_where_an_episode_ended():
-    next_obs = np.zeros((3, 2))
-    final = np.array([None, np.array([7.0, 8.0]), None], dtype=object)
-    info = {"final_obs": final, "_final_obs": np.array([False, True, False])}
-    out = rl.true_next_obs(next_obs, info)
-    assert out.tolist() == [[0, 0], [7, 8], [0, 0]] and next_obs[1].tolist() == [0, 0]
-    assert rl.true_next_obs(next_obs, {}) is next_obs
-
-
-def test_evaluate_is_deterministic_with_fixed_seeds():
-    torch.manual_seed(0)
-    agent = rl.ActorCritic(4, 2)
-    first = rl.evaluate("CartPole-v1", agent.greedy, episodes=4, seed=3)
-    assert first.shape == (4,)
-    # an independent rollout of episode 0 (reset with seed 3) gives the same return
-    env = gym.make("CartPole-v1")
-    obs, _ = env.reset(seed=3)
-    total, done = 0.0, False
-    while not done:
-        with torch.no_grad():
-            action = int(agent.greedy(torch.as_tensor(obs, dtype=torch.float32)[None])[0])
-        obs, reward, term, trunc, _ = env.step(action)
-        total, done = total + reward, term or trunc
-    assert first[0] == total
-    assert np.array_equal(first, rl.evaluate("CartPole-v1", agent.greedy, episodes=4, seed=3))
-    always_left = rl.evaluate("CartPole-v1", lambda o: torch.zeros(len(o), dtype=torch.long), episodes=3)
-    assert np.all(always_left < 15)  # pushing one way drops the pole within a few steps
+# --- training loops -----------------------------------------------------------------------
 
 
 def test_short_training_runs_return_what_they_promise():
@@ -396,7 +366,8 @@ def test_short_training_runs_return_what_they_promise():
     ddpg = rl.train_ddpg(rl.DDPGConfig(total_steps=120, learning_starts=40, batch_size=16,
                                        checkpoint_steps=(0, 100), progress=False))
     assert len(ddpg.history["critic_loss"]) == 80 and sorted(ddpg.checkpoints) == [0, 100]
-    episode = rl.record_episode("Pendulum-v1", ddpg.model, seed=0, max_steps=7)
+    assert isinstance(ddpg.critic, rl.QNetwork) and ac.critic is None
+    episode = rl_envs.record_episode("Pendulum-v1", ddpg.model, seed=0, max_steps=7)
     assert episode["obs"].shape == (8, 3) and episode["actions"].shape == (7, 1)
     assert np.all(np.abs(episode["actions"]) <= 2.0)
 
@@ -412,36 +383,6 @@ def test_bad_training_configs_raise():
         rl.train_ddpg(rl.DDPGConfig(batch_size=512, buffer_size=100, progress=False))
     with pytest.raises(TypeError, match="total_steps must be an int"):
         rl.train_ddpg(rl.DDPGConfig(total_steps=1e4, progress=False))
-
-
-def test_torque_map_and_drawings():
-    torch.manual_seed(0)
-    actor = rl.DeterministicActor(3, 1, np.array([-2.0]), np.array([2.0]))
-    angles, velocities, torque = rl.torque_map(actor, n_angle=5, n_velocity=3)
-    assert torque.shape == (3, 5) and np.all(np.abs(torque) <= 2.0)
-    assert angles[0] == pytest.approx(-math.pi) and velocities[-1] == pytest.approx(8.0)
-    assert rl.pendulum_angle(np.array([[0.0, 1.0, 0.0]]))[0] == pytest.approx(math.pi / 2)
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2)
-    rl.draw_cartpole(a, [0.5, 0.0, 0.1, 0.0])
-    rl.draw_pendulum(b, math.pi / 2, torque=1.0)
-    rod = b.lines[0].get_xydata()
-    np.testing.assert_allclose(rod[1], [-1.0, 0.0], atol=1e-12)  # theta = pi/2 is a quarter turn left
-    plt.close(fig)
-
-
-def test_collect_episodes_gives_one_complete_episode_per_environment():
-    envs = rl.make_vector_env("CartPole-v1", 3)
-    envs.reset(seed=0)
-    episodes = rl.collect_episodes(envs, lambda o: torch.zeros(len(o), dtype=torch.long))
-    envs.close()
-    assert len(episodes) == 3
-    for e in episodes:
-        T = len(e["rewards"])
-        assert e["obs"].shape == (T, 4) and e["actions"].shape == (T,)
-        ended = e["terminated"] | e["truncated"]
-        assert ended[-1] and not ended[:-1].any()  # exactly one ending, at the last step
 
 
 def test_negative_clip_norm_and_other_bad_config_fields_raise_at_construction():
@@ -500,8 +441,3 @@ def test_networks_and_buffers_check_their_inputs():
                    torch.tensor([0.5]))
     with pytest.raises(ValueError, match="terminated must be bool"):
         rl.gae(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.tensor([0, 2]), torch.zeros(2), 0.9, 0.9)
-    tracker = rl.EpisodeTracker(2)
-    with pytest.raises(ValueError, match="rewards and done must have shape"):
-        tracker.update(np.zeros(3), np.zeros(3, dtype=bool), 1)
-    with pytest.raises(ValueError, match=r"obs must have shape \(\.\.\., 3\)"):
-        rl.pendulum_angle(np.zeros((2, 4)))

@@ -218,6 +218,67 @@ def test_grpo_averages_tokens_within_each_answer():
     assert torch.allclose(logp.grad, expected, atol=1e-12)
 
 
+def test_log_mean_exp_baseline_by_hand_and_its_limits():
+    r = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    b = LOG((math.e + 3) / 4)  # tau = 1: log of the mean of e^r
+    assert torch.allclose(R.group_log_mean_exp_baseline(r, 1.0), r - b, atol=1e-12)
+    # tau -> infinity: the mean reward (Kimi's second step); tau -> 0: the best reward
+    assert torch.allclose(R.group_log_mean_exp_baseline(r, 1e6), R.group_mean_baseline(r), atol=1e-6)
+    small = R.group_log_mean_exp_baseline(r, 1e-3)  # b = 1 + 1e-3 log(1/4)
+    assert torch.allclose(small, r - 1 - 1e-3 * LOG(0.25), atol=1e-12)
+    assert torch.isfinite(R.group_log_mean_exp_baseline(r * 100, 1e-3)).all()  # no overflow
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=rewards_st, tau=st.floats(0.01, 100))
+def test_log_mean_exp_baseline_lies_between_the_mean_and_the_best(rows, tau):
+    r = torch.tensor(rows, dtype=torch.float64)
+    b = r - R.group_log_mean_exp_baseline(r, tau)  # (B, k), the same in every column
+    assert torch.allclose(b, b[:, :1].expand_as(b), atol=1e-9)
+    assert (b[:, 0] >= r.mean(1) - 1e-9).all()  # Jensen
+    assert (b[:, 0] <= r.amax(1) + 1e-9).all()
+
+
+def test_kimi_loss_with_the_log_mean_exp_baseline_by_hand():
+    logp, logp_old = leaf([[0.5], [0.25]]), const([[0.5], [0.5]])
+    mask = torch.ones(1, 2, 1, dtype=torch.bool)
+    rewards = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    tau = 0.5
+    b = tau * LOG((math.exp(1 / tau) + 1) / 2)
+    residuals = (1 - b - tau * 0.0, 0 - b - tau * -LOG(2))
+    loss = R.kimi_loss(logp, logp_old, mask, rewards, tau, baseline="log_mean_exp")
+    assert loss.item() == pytest.approx((residuals[0] ** 2 + residuals[1] ** 2) / 2, rel=1e-12)
+    loss.backward()
+    expected = torch.tensor([[[-tau * residuals[0]], [-tau * residuals[1]]]], dtype=torch.float64)
+    assert torch.allclose(logp.grad, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="baseline"):
+        R.kimi_loss(logp, logp_old, mask, rewards, tau, baseline="max")
+    with pytest.raises(ValueError, match="tau"):
+        R.group_log_mean_exp_baseline(rewards, float("nan"))
+
+
+def test_dr_grpo_weighs_every_token_alike_and_does_not_divide_by_the_std():
+    # ratio 1 and pi_ref = pi: the gradient on every token is (r_j - mean r) / (k T)
+    logp = leaf([[0.5, 0.5], [0.5, 0.5]])
+    mask = torch.tensor([[[True, True], [True, False]]])
+    rewards = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    loss = R.grpo_loss(logp, logp.detach(), logp.detach(), mask, rewards, dr=True)
+    assert loss.item() == pytest.approx(-(2 * 0.5 - 0.5) / 2 / 2, abs=1e-12)  # -(sum_j,t A_j)/(kT)
+    loss.backward()
+    expected = -torch.tensor([[[0.5 / 4, 0.5 / 4], [-0.5 / 4, 0.0]]], dtype=torch.float64)
+    assert torch.allclose(logp.grad, expected, atol=1e-12)
+    # scaling the rewards scales Dr. GRPO's gradient; GRPO's std division cancels it
+    for dr, factor in ((True, 3.0), (False, 1.0)):
+        grads = []
+        for scale in (1.0, 3.0):
+            x = leaf([[0.5, 0.5], [0.5, 0.5]])
+            R.grpo_loss(x, x.detach(), x.detach(), mask, scale * rewards, dr=dr, eps=0.0).backward()
+            grads.append(x.grad)
+        assert torch.allclose(grads[1], factor * grads[0], atol=1e-12)
+    with pytest.raises(TypeError, match="dr"):
+        R.grpo_loss(logp, logp.detach(), logp.detach(), mask, rewards, dr=1)
+
+
 @pytest.mark.parametrize("ratio, advantage_sign, clipped", [
     (1.5, +1, True), (0.5, +1, False), (0.5, -1, True), (1.5, -1, False), (1.1, +1, False),
 ])
@@ -382,9 +443,11 @@ def test_train_rl_runs_both_objectives_and_leaves_the_start_alone():
     task = R.AdditionTask(3)
     start = R.warmup_policy(task, R.WarmupConfig(steps=3, batch=8, max_new_tokens=5, hidden=16))
     before = [p.clone() for p in start.parameters()]
-    for objective in ("kimi", "grpo"):
+    for objective, baseline in (("kimi", "mean"), ("kimi", "log_mean_exp"), ("grpo", "mean"),
+                                ("dr_grpo", "mean")):
         cfg = R.RLConfig(objective=objective, iterations=3, prompts_per_iteration=4, k=3,
-                         inner_steps=2, eval_every=2, eval_samples=2, length_weight=0.5)
+                         inner_steps=2, eval_every=2, eval_samples=2, length_weight=0.5,
+                         kimi_baseline=baseline)
         _, history = R.train_rl(start, task, cfg)
         assert history.iteration == [0, 2, 3] and len(history.step_kl) == 3
         assert history.kl_ref[0] == pytest.approx(0.0, abs=1e-6)
@@ -418,6 +481,8 @@ def test_configs_and_policy_check_their_arguments():
         R.RLConfig(clip_eps=-0.2)
     with pytest.raises(ValueError, match=r"RLConfig\.objective must be one of"):
         R.RLConfig(objective="ppo")
+    with pytest.raises(ValueError, match=r"RLConfig\.kimi_baseline must be one of"):
+        R.RLConfig(kimi_baseline="max")
     with pytest.raises(ValueError, match=r"WarmupConfig\.steps must be >= 1"):
         R.WarmupConfig(steps=0)
     policy = R.WindowPolicy(4, 3, d_embed=2, hidden=4)

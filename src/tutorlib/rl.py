@@ -15,8 +15,9 @@ The module reads top to bottom, in the order of the chapter:
    one minibatch it is A2C; with a clip it is PPO's clipped objective, which is an actor-critic too;
 4. DDPG (:class:`ReplayBuffer`, :func:`polyak_update`, :func:`gaussian_exploration`,
    :func:`ddpg_losses`, :func:`train_ddpg`);
-5. greedy evaluation over fixed seeds (:func:`evaluate`), episode recording and drawing the
-   cart-pole and the pendulum with matplotlib from the environment state (no pygame).
+
+The environment plumbing (vector environments, episodes, evaluation over fixed seeds) lives in
+:mod:`tutorlib.rl_envs`, the drawings of the cart-pole and the pendulum in :mod:`tutorlib.rl_plots`.
 
 Terminated versus truncated. gymnasium reports two ways an episode ends. ``terminated``: the
 task reached a terminal state (the pole fell); there is no future, so nothing is bootstrapped.
@@ -27,7 +28,7 @@ here takes both flags, and the training loops store the true next observation (g
 ``final_obs``) for steps where an episode ended.
 
 Legend (code -> paper): ``gamma`` -> :math:`\\gamma`, ``gae_lambda``/``lam`` -> :math:`\\lambda`,
-``tau`` -> :math:`\\tau` (Polyak), ``clip_coef`` -> :math:`\\epsilon` (PPO),
+``tau`` -> :math:`\\tau` (Polyak), ``clip_coef`` -> :math:`\\varepsilon` (PPO's clip range),
 ``next_values`` -> :math:`V(s_{t+1})`.
 """
 
@@ -37,18 +38,21 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import gymnasium as gym
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
-from matplotlib.axes import Axes
 from torch import nn
 
+from tutorlib.rl_envs import (
+    EpisodeTracker,
+    check_env_id,
+    collect_episodes,
+    make_vector_env,
+    true_next_obs,
+)
 from tutorlib.validation import (
     check_choice,
     check_fields,
@@ -68,35 +72,25 @@ __all__ = [
     "Batch",
     "DDPGConfig",
     "DeterministicActor",
-    "EpisodeTracker",
     "QNetwork",
     "ReinforceConfig",
     "ReplayBuffer",
     "TrainResult",
     "a2c_config",
     "actor_critic_loss",
-    "collect_episodes",
     "ddpg_losses",
     "discounted_returns",
-    "draw_cartpole",
-    "draw_pendulum",
-    "evaluate",
     "gae",
     "gaussian_exploration",
     "gradient_variance",
     "layer_init",
-    "make_vector_env",
     "mlp",
-    "pendulum_angle",
     "per_sample_policy_gradients",
     "polyak_update",
-    "record_episode",
     "reinforce_loss",
-    "torque_map",
     "train_actor_critic",
     "train_ddpg",
     "train_reinforce",
-    "true_next_obs",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -322,51 +316,14 @@ class ActorCritic(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Vector environments and episode bookkeeping
+# What a training run returns
 # ---------------------------------------------------------------------------------------------
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of ``env_id`` that reset in the same step an episode ends.
-
-    ``AutoresetMode.SAME_STEP``: the observation returned at the end of an episode is already
-    the first one of the next; the true last observation is in ``info["final_obs"]``.
-    """
-    check_int("num_envs", num_envs)
-    _check_env_id("env_id", env_id)
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
 
 
-def true_next_obs(next_obs: np.ndarray, info: dict) -> np.ndarray:
-    """The observation each environment actually reached (``final_obs`` where an episode ended)."""
-    if "_final_obs" not in info:
-        return next_obs
-    out = next_obs.copy()
-    ended = info["_final_obs"]
-    out[ended] = np.stack(info["final_obs"][ended])
-    return out
 
 
-class EpisodeTracker:
-    """Sums rewards per environment and logs ``(global step, episode return)`` when episodes end."""
-
-    def __init__(self, num_envs: int) -> None:
-        self.running = np.zeros(check_int("num_envs", num_envs))
-        self.steps: list[int] = []
-        self.returns: list[float] = []
-
-    def update(self, rewards: np.ndarray, done: np.ndarray, global_step: int) -> None:
-        """Add one step's ``rewards (num_envs,)``; log and reset the environments where ``done``."""
-        check_int("global_step", global_step, minimum=0)
-        if np.shape(rewards) != self.running.shape or np.shape(done) != self.running.shape:
-            raise ValueError(f"rewards and done must have shape {self.running.shape}, "
-                             f"got {np.shape(rewards)} and {np.shape(done)}")
-        self.running += rewards
-        for i in np.flatnonzero(done):
-            self.steps.append(global_step)
-            self.returns.append(float(self.running[i]))
-            self.running[i] = 0.0
 
 
 @dataclass
@@ -380,6 +337,8 @@ class TrainResult:
         env_steps: environment steps taken, summed over parallel environments.
         seconds: wall time of the training loop.
         history: per-update diagnostics (losses), by name.
+        critic: DDPG's trained critic Q(s, a) (``None`` for the other trainers,
+            whose ``model`` holds its critic).
     """
 
     model: nn.Module
@@ -389,6 +348,7 @@ class TrainResult:
     env_steps: int
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    critic: nn.Module | None = None
 
 
 def _progress(total: int, description: str, enabled: bool):
@@ -504,51 +464,15 @@ class ReinforceConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "env_id": check_env_id, "seed": (check_int, 0), "total_steps": check_int,
             "num_envs": check_int, "learning_rate": check_positive, "gamma": check_probability,
             "baseline": (check_choice, ("none", "mean", "critic")),
             "critic_learning_rate": check_positive, "critic_steps": check_int, "hidden": check_int,
         })
 
 
-def _check_env_id(name: str, value: object) -> str:
-    if not isinstance(value, str) or value not in gym.registry:
-        raise ValueError(f"{name} must be a registered gymnasium environment id, got {value!r}")
-    return value
 
 
-def collect_episodes(
-    envs: gym.vector.VectorEnv, act: Callable[[torch.Tensor], torch.Tensor]
-) -> list[dict[str, torch.Tensor]]:
-    """Run every environment of ``envs`` for exactly one complete episode.
-
-    Returns:
-        One dict per environment with ``obs (T, obs_dim)``, ``actions (T,)``, ``rewards (T,)``,
-        ``terminated (T,)`` and ``truncated (T,)``, the last step ending the episode.
-    """
-    obs, _ = envs.reset()
-    n = envs.num_envs
-    active = np.ones(n, dtype=bool)
-    logs: list[list[tuple]] = [[] for _ in range(n)]
-    while active.any():
-        with torch.no_grad():
-            action = act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-        next_obs, reward, term, trunc, _ = envs.step(action)
-        for i in np.flatnonzero(active):
-            logs[i].append((obs[i], action[i], reward[i], term[i], trunc[i]))
-        active &= ~(term | trunc)
-        obs = next_obs
-    episodes = []
-    for log in logs:
-        o, a, r, te, tr = zip(*log, strict=True)
-        episodes.append({
-            "obs": torch.as_tensor(np.stack(o), dtype=torch.float32),
-            "actions": torch.as_tensor(np.stack(a)),
-            "rewards": torch.as_tensor(np.stack(r), dtype=torch.float32),
-            "terminated": torch.as_tensor(np.stack(te)),
-            "truncated": torch.as_tensor(np.stack(tr)),
-        })
-    return episodes
 
 
 def train_reinforce(config: ReinforceConfig) -> TrainResult:
@@ -634,7 +558,7 @@ class ActorCriticConfig:
     update_epochs: int = 10
     num_minibatches: int = 1
     clip_coef: float | None = 0.2
-    """PPO's epsilon; None: no ratio, the plain A2C policy gradient"""
+    """PPO's clip range ε; None: no ratio, the plain A2C policy gradient"""
     norm_adv: bool = True
     """standardise the advantages of each minibatch"""
     ent_coef: float = 0.0
@@ -648,7 +572,7 @@ class ActorCriticConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "env_id": check_env_id, "seed": (check_int, 0), "total_steps": check_int,
             "num_envs": check_int, "num_steps": check_int, "learning_rate": check_positive,
             "gamma": check_probability, "gae_lambda": check_probability,
             "update_epochs": check_int, "num_minibatches": check_int,
@@ -705,7 +629,7 @@ def actor_critic_loss(
     .. math::
 
         L^{\mathrm{CLIP}} = -\frac1B\sum_i \min\bigl(\rho_i \hat A_i,\
-            \operatorname{clip}(\rho_i, 1-\epsilon, 1+\epsilon)\,\hat A_i\bigr).
+            \operatorname{clip}(\rho_i, 1-\varepsilon, 1+\varepsilon)\,\hat A_i\bigr).
 
     At :math:`\theta = \theta_{\mathrm{old}}` both have the same gradient,
     since :math:`\nabla\rho = \rho\,\nabla\log\pi`; the clip only acts after the first step.
@@ -937,8 +861,9 @@ class ReplayBuffer:
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     r"""Move the target network towards the online one: :math:`\theta' \gets \tau\theta + (1-\tau)\theta'`.
 
-    A small :math:`\tau` makes the target a slow moving average, so the critic's regression
-    target does not chase itself (Lillicrap et al., 2016). ``tau=1`` copies.
+    (The Polyak :math:`\tau`, not attention's softmax scale.) A small :math:`\tau` makes the
+    target a slow moving average, so the critic's regression target does not chase itself
+    (Lillicrap et al., 2016). ``tau=1`` copies.
     """
     tau = _check_unit_interval("tau", tau)
     target_params, source_params = list(target.parameters()), list(source.parameters())
@@ -1000,8 +925,8 @@ def gaussian_exploration(
 
     .. math::
 
-        a = \operatorname{clip}\bigl(\mu(s) + \sigma\cdot\mathrm{scale}\cdot\varepsilon,\
-            \mathrm{low},\ \mathrm{high}\bigr), \qquad \varepsilon\sim\mathcal N(0, I).
+        a = \operatorname{clip}\bigl(\mu(s) + \sigma\cdot\mathrm{scale}\cdot\epsilon,\
+            \mathrm{low},\ \mathrm{high}\bigr), \qquad \epsilon\sim\mathcal N(0, I).
 
     A deterministic policy never tries anything new by itself; DDPG adds noise to the action it
     executes (not to the one it learns). ``sigma`` is relative to the half-range ``scale``.
@@ -1083,7 +1008,7 @@ class DDPGConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "env_id": check_env_id, "seed": (check_int, 0), "total_steps": check_int,
             "learning_rate": check_positive, "buffer_size": check_int, "gamma": check_probability,
             "tau": check_probability, "batch_size": check_int, "exploration_noise": check_nonnegative,
             "learning_starts": (check_int, 0), "policy_frequency": check_int, "hidden": check_int,
@@ -1163,140 +1088,4 @@ def train_ddpg(config: DDPGConfig) -> TrainResult:
         checkpoints[pending.pop(0)] = copy.deepcopy(actor.state_dict())
     envs.close()
     return TrainResult(actor, tracker.steps, tracker.returns, checkpoints, config.total_steps,
-                       time.perf_counter() - start, history)
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. Evaluation, episodes and drawings
-# ---------------------------------------------------------------------------------------------
-
-
-def evaluate(
-    env_id: str, act: Callable[[torch.Tensor], torch.Tensor], episodes: int = 20, seed: int = 10_000
-) -> np.ndarray:
-    """Returns of ``episodes`` episodes of a fixed policy, episode ``i`` reset with seed ``seed + i``.
-
-    Args:
-        act: observations ``(B, obs_dim)`` -> actions ``(B,)`` or ``(B, act_dim)``, called
-            under ``torch.no_grad()``; pass the greedy action (``agent.greedy``, or DDPG's actor
-            without noise).
-
-    Returns:
-        The ``episodes`` undiscounted returns, shape ``(episodes,)``.
-    """
-    check_int("episodes", episodes)
-    _check_env_id("env_id", env_id)
-    check_int("seed", seed, minimum=0)
-    if not callable(act):
-        raise TypeError(f"act must be callable, got {type(act).__name__}")
-    envs = make_vector_env(env_id, episodes)
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
-    totals = np.zeros(episodes)
-    active = np.ones(episodes, dtype=bool)
-    while active.any():
-        with torch.no_grad():
-            action = act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-        obs, reward, term, trunc, _ = envs.step(action)
-        totals += reward * active
-        active &= ~(term | trunc)
-    envs.close()
-    return totals
-
-
-def record_episode(
-    env_id: str, act: Callable[[torch.Tensor], torch.Tensor], seed: int, max_steps: int | None = None
-) -> dict[str, np.ndarray]:
-    """One episode of a policy from the reset with ``seed``.
-
-    Returns:
-        ``{"obs": (T + 1, obs_dim), "actions": (T, ...), "rewards": (T,)}``, the observations
-        including the first and the last one.
-    """
-    _check_env_id("env_id", env_id)
-    check_int("seed", seed, minimum=0)
-    if max_steps is not None:
-        check_int("max_steps", max_steps)
-    if not callable(act):
-        raise TypeError(f"act must be callable, got {type(act).__name__}")
-    env = gym.make(env_id)
-    obs, _ = env.reset(seed=seed)
-    observations, actions, rewards = [obs], [], []
-    done = False
-    while not done and (max_steps is None or len(rewards) < max_steps):
-        with torch.no_grad():
-            action = act(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
-        obs, reward, term, trunc, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        done = term or trunc
-    env.close()
-    return {"obs": np.stack(observations), "actions": np.stack(actions), "rewards": np.array(rewards)}
-
-
-def draw_cartpole(ax: Axes, state: Sequence[float], color: str = "#0072B2") -> None:
-    """Draw CartPole-v1 from its state ``(x, x_dot, theta, theta_dot)`` (theta = 0 is upright).
-
-    The geometry is gymnasium's: track half-width 2.4, pole of length 1.0 (twice the
-    environment's half-length 0.5), failure beyond 12 degrees.
-    """
-    if len(state) != 4:
-        raise ValueError(f"state must be (x, x_dot, theta, theta_dot), got {len(state)} numbers")
-    x, theta = check_real("state[0]", float(state[0])), check_real("state[2]", float(state[2]))
-    ax.plot([-2.4, 2.4], [0, 0], color="black", lw=1)
-    ax.add_patch(plt.Rectangle((x - 0.25, -0.08), 0.5, 0.16, color="#444444", zorder=2))
-    tip = (x + math.sin(theta), math.cos(theta))
-    ax.plot([x, tip[0]], [0, tip[1]], color=color, lw=4, solid_capstyle="round", zorder=3)
-    for limit in (-12, 12):
-        rad = math.radians(limit)
-        ax.plot([x, x + math.sin(rad)], [0, math.cos(rad)], color="#7F7F7F", lw=0.6, ls=":")
-    ax.set(xlim=(-2.6, 2.6), ylim=(-0.3, 1.2), aspect="equal", yticks=[], xlabel="cart position x (m)")
-
-
-def draw_pendulum(ax: Axes, theta: float, torque: float | None = None, color: str = "#0072B2") -> None:
-    """Draw Pendulum-v1 at angle ``theta`` (0 is upright, radians) and, if given, its torque.
-
-    The torque (in N·m, at most 2) is an arc around the pivot whose length is proportional to it.
-    """
-    theta = check_real("theta", theta)
-    if torque is not None:
-        torque = check_real("torque", torque)
-    tip = (-math.sin(theta), math.cos(theta))  # as gymnasium draws it: theta counter-clockwise
-    ax.plot([0, tip[0]], [0, tip[1]], color=color, lw=5, solid_capstyle="round")
-    ax.plot([0], [0], "o", color="black", ms=5)
-    if torque is not None and abs(torque) > 1e-3:
-        span = math.pi / 2 * float(torque) / 2.0  # positive torque turns counter-clockwise
-        arc = np.linspace(math.pi / 2, math.pi / 2 + span, 20)
-        ax.plot(0.3 * np.cos(arc), 0.3 * np.sin(arc), color="#D55E00", lw=2)
-        ax.plot([0.3 * np.cos(arc[-1])], [0.3 * np.sin(arc[-1])], "o", color="#D55E00", ms=4)
-    ax.set(xlim=(-1.25, 1.25), ylim=(-1.25, 1.25), aspect="equal")
-    ax.set_axis_off()
-
-
-def pendulum_angle(obs: np.ndarray | torch.Tensor) -> np.ndarray:
-    """The angle :math:`\\theta` of Pendulum observations ``(..., 3)`` = (cos, sin, velocity)."""
-    obs = np.asarray(obs)
-    if obs.ndim == 0 or obs.shape[-1] != 3:
-        raise ValueError(f"obs must have shape (..., 3) = (cos, sin, velocity), got {obs.shape}")
-    return np.arctan2(obs[..., 1], obs[..., 0])
-
-
-def torque_map(
-    actor: nn.Module, n_angle: int = 101, n_velocity: int = 81, max_speed: float = 8.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The deterministic policy's torque on a grid of Pendulum states.
-
-    Returns:
-        ``(angles (n_angle,), velocities (n_velocity,), torque (n_velocity, n_angle))``; angles
-        in [-pi, pi] (0 upright), velocities in [-max_speed, max_speed] rad/s.
-    """
-    check_int("n_angle", n_angle, minimum=2)
-    check_int("n_velocity", n_velocity, minimum=2)
-    max_speed = check_positive("max_speed", max_speed)
-    angles = np.linspace(-math.pi, math.pi, n_angle)
-    velocities = np.linspace(-max_speed, max_speed, n_velocity)
-    a, v = np.meshgrid(angles, velocities)  # (n_velocity, n_angle)
-    obs = torch.as_tensor(np.stack([np.cos(a), np.sin(a), v], axis=-1), dtype=torch.float32)
-    with torch.no_grad():
-        torque = actor(obs.reshape(-1, 3)).reshape(n_velocity, n_angle).numpy()
-    return angles, velocities, torque
+                       time.perf_counter() - start, history, critic=critic)

@@ -50,6 +50,7 @@ References:
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -83,6 +84,7 @@ __all__ = [
     "digits",
     "encode_answers",
     "evaluate",
+    "group_log_mean_exp_baseline",
     "group_mean_baseline",
     "group_normalised_advantages",
     "grpo_loss",
@@ -173,11 +175,39 @@ def group_mean_baseline(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - rewards.mean(dim=1, keepdim=True)
 
 
+def group_log_mean_exp_baseline(rewards: torch.Tensor, tau: float) -> torch.Tensor:
+    """Advantages with Kimi's sample estimate of :math:`\\tau \\log Z` as baseline.
+
+    .. math::  A_j = r_j - b, \\qquad
+               b = \\tau \\log \\frac1k \\sum_{l=1}^{k} e^{r_l/\\tau},
+
+    the log-mean-exp that Kimi k1.5 (§2.3.2) derives first: the optimum of the KL-regularised
+    problem is :math:`\\pi^* = \\pi_{\\theta_i} e^{r/\\tau}/Z` with
+    :math:`Z = \\mathbb{E}_{y\\sim\\pi_{\\theta_i}}[e^{r(x,y)/\\tau}]`, and ``b`` is the plug-in
+    estimate of :math:`\\tau\\log Z` from the group. As :math:`\\tau\\to\\infty` it tends to the
+    mean reward (:func:`group_mean_baseline`); as :math:`\\tau \\to 0` to the group's best reward.
+    Computed with ``logsumexp`` (no overflow for small :math:`\\tau`).
+
+    Args:
+        rewards: ``(B, k)``, :math:`k \\ge 2`.
+        tau: :math:`\\tau > 0`, Kimi's regulariser (not attention's softmax scale).
+
+    Returns:
+        ``(B, k)`` advantages; every one is at most :math:`\\max_l r_l - \\bar r` and their
+        mean is :math:`\\bar r - b \\le 0` (Jensen).
+    """
+    rewards = _check_rewards(rewards)
+    tau = check_positive("tau", tau)
+    k = rewards.shape[1]
+    baseline = tau * (torch.logsumexp(rewards / tau, dim=1, keepdim=True) - math.log(k))
+    return rewards - baseline
+
+
 def group_normalised_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """GRPO's outcome advantages: rewards standardised within each group of :math:`k` answers.
 
     .. math::  \\hat A_j = \\frac{r_j - \\mathrm{mean}(r_1, \\dots, r_k)}
-                                 {\\mathrm{std}(r_1, \\dots, r_k) + \\epsilon}
+                                 {\\mathrm{std}(r_1, \\dots, r_k) + \\varepsilon}
 
     (DeepSeekMath §4.1.2, "outcome supervision"); every token of answer :math:`j` gets
     :math:`\\hat A_j`. ``std`` is the sample standard deviation (divisor :math:`k-1`), as in
@@ -186,7 +216,7 @@ def group_normalised_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> tor
 
     Args:
         rewards: ``(B, k)`` with :math:`k \\ge 2`.
-        eps: :math:`\\epsilon \\ge 0`, keeps the division finite; with ``eps=0`` a constant group
+        eps: :math:`\\varepsilon \\ge 0`, keeps the division finite; with ``eps=0`` a constant group
             still gets advantages 0.
 
     Returns:
@@ -222,6 +252,7 @@ def kimi_loss(
     mask: torch.Tensor,
     rewards: torch.Tensor,
     tau: float,
+    baseline: str = "mean",
 ) -> torch.Tensor:
     """Kimi k1.5's policy-optimisation loss (Kimi Team 2025, §2.3.2).
 
@@ -257,6 +288,9 @@ def kimi_loss(
         mask: ``(B, k, T)`` bool, true on answer tokens.
         rewards: ``(B, k)`` rewards, :math:`k \\ge 2`.
         tau: :math:`\\tau > 0`, the strength of the regulariser.
+        baseline: ``"mean"`` (the paper's :math:`\\bar r`, :func:`group_mean_baseline`) or
+            ``"log_mean_exp"`` (its first estimate of :math:`\\tau\\log Z`,
+            :func:`group_log_mean_exp_baseline`).
 
     Returns:
         The scalar loss :math:`L(\\theta)`, to minimise.
@@ -264,9 +298,13 @@ def kimi_loss(
     rewards = _check_rewards(rewards)
     _check_tokens(logp, mask, rewards, logp_old=logp_old)
     tau = check_positive("tau", tau)
+    check_choice("baseline", baseline, ("mean", "log_mean_exp"))
     log_ratio = ((logp - logp_old) * mask).sum(dim=-1)  # (B, k): log pi_theta(y|x) / pi_i(y|x)
-    baseline = rewards.mean(dim=1, keepdim=True)  # (B, 1): r-bar replaces tau log Z
-    return ((rewards - baseline - tau * log_ratio) ** 2).mean()
+    if baseline == "mean":
+        advantages = group_mean_baseline(rewards)  # r - r-bar: r-bar replaces tau log Z
+    else:
+        advantages = group_log_mean_exp_baseline(rewards, tau)  # r - tau log (1/k sum e^{r/tau})
+    return ((advantages - tau * log_ratio) ** 2).mean()
 
 
 def kimi_length_reward(lengths: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -354,6 +392,7 @@ def grpo_loss(
     clip_eps: float = 0.2,
     beta: float = 0.04,
     eps: float = 1e-4,
+    dr: bool = False,
 ) -> torch.Tensor:
     """GRPO's loss (Shao et al. 2024, DeepSeekMath §4.1, Eq. 3), outcome supervision.
 
@@ -379,6 +418,11 @@ def grpo_loss(
         clip_eps: :math:`\\varepsilon > 0`.
         beta: :math:`\\beta \\ge 0`, the KL weight (DeepSeekMath used 0.04).
         eps: added to the group std (:func:`group_normalised_advantages`).
+        dr: ``True`` for Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"): the
+            advantage is :math:`r_j - \\mathrm{mean}(r)` (no division by the std) and each
+            answer's token sum is divided by the constant :math:`T` (the token budget, the last
+            axis of ``logp``) instead of :math:`|y_j|`, which removes both of GRPO's biases:
+            towards long wrong answers and towards groups of nearly equal rewards.
 
     Returns:
         The scalar loss :math:`-J(\\theta)`, to minimise.
@@ -387,13 +431,20 @@ def grpo_loss(
     _check_tokens(logp, mask, rewards, logp_old=logp_old, logp_ref=logp_ref)
     clip_eps = check_positive("clip_eps", clip_eps)
     beta = check_positive("beta", beta, allow_zero=True)
-    advantages = group_normalised_advantages(rewards, eps)[..., None]  # (B, k, 1): same for all t
+    if not isinstance(dr, bool):
+        raise TypeError(f"dr must be a bool (True: Dr. GRPO), got {dr!r}")
+    if dr:  # (B, k, 1): same for all t
+        advantages = group_mean_baseline(rewards)[..., None]
+    else:
+        advantages = group_normalised_advantages(rewards, eps)[..., None]
     ratio = torch.exp(logp - logp_old)  # (B, k, T)
     surrogate = torch.minimum(ratio * advantages,
                               ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
     per_token = surrogate - beta * k3_kl(logp, logp_ref)  # (B, k, T)
     mask_f = mask.to(per_token.dtype)
-    per_answer = (per_token * mask_f).sum(-1) / mask_f.sum(-1)  # (B, k): 1/|y_j| sum_t
+    # (B, k): 1/|y_j| sum_t (GRPO) or 1/T sum_t (Dr. GRPO: a constant, no length bias)
+    length = logp.shape[-1] if dr else mask_f.sum(-1)
+    per_answer = (per_token * mask_f).sum(-1) / length
     return -per_answer.mean()
 
 
@@ -702,13 +753,14 @@ def warmup_policy(task: AdditionTask, cfg: WarmupConfig) -> WindowPolicy:
 class RLConfig:
     """Hyperparameters of one RL run; the same for both objectives except where marked."""
 
-    objective: str = "kimi"  #: "kimi" (Kimi k1.5, §2.3.2) or "grpo" (DeepSeekMath §4.1)
+    objective: str = "kimi"  #: "kimi" (Kimi k1.5, §2.3.2), "grpo" (DeepSeekMath §4.1) or "dr_grpo"
     iterations: int = 60  #: sampling rounds; the policy that samples is refreshed each round
     prompts_per_iteration: int = 32  #: B
     k: int = 8  #: answers per prompt
     inner_steps: int = 4  #: Adam steps on each batch of samples (GRPO's mu)
     lr: float = 1e-2  #: 2e-2 was unstable for both objectives
     tau: float = 1.0  #: Kimi: weight of the squared log-ratio
+    kimi_baseline: str = "mean"  #: Kimi: "mean" (r-bar, the paper's) or "log_mean_exp" (tau log Z)
     beta: float = 0.04  #: GRPO: weight of the k3 KL penalty to the frozen reference
     clip_eps: float = 0.2  #: GRPO: PPO clip range
     length_weight: float = 0.0  #: w in r + w * len_reward (Kimi §2.3.3); 0 = off
@@ -719,7 +771,8 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "objective": (check_choice, ("kimi", "grpo")), "iterations": check_int,
+            "objective": (check_choice, ("kimi", "grpo", "dr_grpo")),
+            "kimi_baseline": (check_choice, ("mean", "log_mean_exp")), "iterations": check_int,
             "prompts_per_iteration": check_int, "k": (check_int, 2), "inner_steps": check_int,
             "lr": check_positive, "tau": check_positive, "beta": check_nonnegative,
             "clip_eps": check_positive, "length_weight": check_nonnegative,
@@ -809,10 +862,10 @@ def train_rl(start: WindowPolicy, task: AdditionTask, cfg: RLConfig,
         for _ in range(cfg.inner_steps):
             logp = answer_log_probs(policy, prompts, answers, mask)
             if cfg.objective == "kimi":
-                loss = kimi_loss(logp, logp_old, mask, rewards, cfg.tau)
+                loss = kimi_loss(logp, logp_old, mask, rewards, cfg.tau, cfg.kimi_baseline)
             else:
-                loss = grpo_loss(logp, logp_old, logp_ref, mask, rewards,
-                                 clip_eps=cfg.clip_eps, beta=cfg.beta)
+                loss = grpo_loss(logp, logp_old, logp_ref, mask, rewards, clip_eps=cfg.clip_eps,
+                                 beta=cfg.beta, dr=cfg.objective == "dr_grpo")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
