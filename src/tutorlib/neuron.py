@@ -532,12 +532,12 @@ def init_output_bias(layer: nn.Linear, p: float) -> nn.Linear:
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Optimizer parameter groups that apply weight decay to matrices only.
 
-    The rule of nanoGPT's and minGPT's ``configure_optimizers``: every parameter with two or
-    more dimensions (the weights of ``Linear``, ``Conv``, ``Embedding``) is decayed; every 1-D
-    parameter (biases, LayerNorm/RMSNorm gains and shifts, BatchNorm's :math:`\\gamma, \\beta`)
-    is not. Decay pulls a parameter towards 0, which is a sensible prior for a weight (it
-    shrinks the function) but not for a bias or a gain, whose right value is set by the data
-    (a class prior, a scale of 1), not by "small".
+    The rule of nanoGPT's ``configure_optimizers`` (minGPT's also spares the embeddings): every
+    parameter with two or more dimensions (the weights of ``Linear``, ``Conv``, ``Embedding``) is
+    decayed; every 1-D parameter (biases, LayerNorm/RMSNorm gains and shifts, BatchNorm's
+    :math:`\\gamma, \\beta`) is not. Decay pulls a parameter towards 0, which is a sensible prior
+    for a weight (it shrinks the function) but not for a bias or a gain, whose right value is set
+    by the data (a class prior, a scale of 1), not by "small".
 
     Args:
         model: any module; parameters with ``requires_grad=False`` are left out.
