@@ -131,6 +131,56 @@ def test_annealed_langevin_samples_a_gaussian():
     torch.testing.assert_close(torch.cov(x.T), COV, atol=0.05, rtol=0.06)
 
 
+def test_langevin_reaches_the_stationary_variance_of_the_discretised_chain():
+    """ULA on N(μ, v I): x' - μ = (1 - α/2v)(x - μ) + √α z has stationary variance v / (1 - α/4v).
+
+    With α = 0.5 and v = 1 that is 8/7, not 1: the test tells the exact discrete chain from a
+    wrong step (e.g. α instead of α/2 on the drift gives 4/3; √(2α) noise gives 16/7).
+    """
+    mean, v, sigma = torch.tensor([1.0, -2.0], dtype=f64), 0.75, 0.5  # v + σ² = 1
+
+    def score(x, level):
+        return -(x - mean) / (v + level[:, None] ** 2)
+
+    start = torch.zeros(20_000, 2, dtype=f64)
+    x = sde.langevin(score, start, sigma, n_steps=100, step_size=0.5,
+                     generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(x.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(x.var(0), torch.full((2,), 1 / (1 - 0.5 / 4), dtype=f64), atol=0.04, rtol=0)
+
+
+def test_langevin_keeps_the_mode_shares_of_its_start_and_annealing_fixes_them():
+    """Song & Ermon's Section 3.2 on a 20/80 mixture: one small σ keeps the start's 50/50 split."""
+    means, weights = torch.tensor([[-5.0, -5.0], [5.0, 5.0]], dtype=f64), torch.tensor([0.2, 0.8], dtype=f64)
+    denoiser = edm.gaussian_mixture_denoiser(means, std=1.0, weights=weights)
+
+    def score(x, level):
+        return (denoiser(x, level) - x) / level[:, None] ** 2
+
+    noise = torch.randn(2000, 2, dtype=f64, generator=torch.Generator().manual_seed(0))
+    plain = sde.langevin(score, 20 * noise, 0.1, 300, 0.05, torch.Generator().manual_seed(1))
+    levels = torch.logspace(math.log10(20.0), -1, 10, dtype=f64)
+    annealed = sde.annealed_langevin(score, levels, noise, 50, 0.002, torch.Generator().manual_seed(2))
+    assert abs((plain.sum(1) > 0).double().mean().item() - 0.5) < 0.06
+    assert abs((annealed.sum(1) > 0).double().mean().item() - 0.8) < 0.05
+
+
+def test_langevin_checks_its_arguments():
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="n_steps"):
+        sde.langevin(lambda x, s: x, x, 0.1, 0, 0.1)
+    with pytest.raises(ValueError, match="step_size"):
+        sde.langevin(lambda x, s: x, x, 0.1, 5, 0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        sde.langevin(lambda x, s: x, x, -0.1, 5, 0.1)
+    with pytest.raises(ValueError, match="x must be finite"):
+        sde.langevin(lambda x, s: x, torch.full((3, 2), float("inf")), 0.1, 5, 0.1)
+    with pytest.raises(TypeError, match="score"):
+        sde.langevin("score", x, 0.1, 5, 0.1)
+    with pytest.raises(TypeError, match="generator"):
+        sde.langevin(lambda x, s: x, x, 0.1, 5, 0.1, generator=3)
+
+
 def test_bad_arguments_raise_with_the_argument_name():
     denoiser = edm.gaussian_denoiser(MEAN, COV)
     noise = torch.zeros(4, 2, dtype=f64)

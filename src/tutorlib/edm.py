@@ -3,7 +3,7 @@ r"""tutorlib.edm: one noising formula for every diffusion model, after Karras et
 The code behind the chapter ``book/diffusion_unified.md`` ("Diffusion II"). Every diffusion
 model in the book noises a clean point :math:`x_0` in the same way,
 
-.. math::  x_t = s(t)\,\big(x_0 + \sigma(t)\,\varepsilon\big), \qquad \varepsilon \sim \mathcal N(0, I),
+.. math::  x_t = s(t)\,\big(x_0 + \sigma(t)\,\epsilon\big), \qquad \epsilon \sim \mathcal N(0, I),
 
 and differs only in the **scale** :math:`s(t)` and the **noise level** :math:`\sigma(t)`:
 
@@ -16,7 +16,7 @@ and differs only in the **scale** :math:`s(t)` and the **noise level** :math:`\s
   (:func:`flow_matching_schedule`);
 - EDM: :math:`s = 1`, :math:`\sigma = t` (:func:`edm_schedule`).
 
-Divide by :math:`s` and every method is the same thing: :math:`\hat x = x_0 + \sigma\varepsilon`,
+Divide by :math:`s` and every method is the same thing: :math:`\hat x = x_0 + \sigma\epsilon`,
 data plus Gaussian noise of standard deviation :math:`\sigma`. So one **denoiser**
 :math:`D(\hat x;\sigma) \approx \mathbb E[x_0 \mid \hat x]` serves them all: the score is
 :math:`\nabla \log p(\hat x;\sigma) = (D(\hat x;\sigma) - \hat x)/\sigma^2`, and the
@@ -128,7 +128,7 @@ def _check_levels(name: str, value: object, batch: int, *, positive: bool) -> to
 # --------------------------------------------------------------------------------------------
 def add_noise(x0: torch.Tensor, eps: torch.Tensor, s: torch.Tensor | float,
               sigma: torch.Tensor | float) -> torch.Tensor:
-    r"""The one noising formula :math:`x_t = s\,(x_0 + \sigma\,\varepsilon)`.
+    r"""The one noising formula :math:`x_t = s\,(x_0 + \sigma\,\epsilon)`.
 
     Args:
         x0: clean data ``(B, d)``.
@@ -229,9 +229,9 @@ def vp_schedule(beta_min: float = 0.1, beta_d: float = 19.9) -> NoiseSchedule:
 
 
 def flow_matching_schedule() -> NoiseSchedule:
-    r"""Flow matching / rectified flow: :math:`x_t = (1-t)\,x_0 + t\,\varepsilon`, :math:`t \in [0, 1)`.
+    r"""Flow matching / rectified flow: :math:`x_t = (1-t)\,x_0 + t\,\epsilon`, :math:`t \in [0, 1)`.
 
-    Matching :math:`s(x_0 + \sigma\varepsilon)` term by term: :math:`s(t) = 1 - t`,
+    Matching :math:`s(x_0 + \sigma\epsilon)` term by term: :math:`s(t) = 1 - t`,
     :math:`\sigma(t) = t/(1-t)`, and back :math:`t = \sigma/(1+\sigma)`.
     """
     return NoiseSchedule(
@@ -245,7 +245,7 @@ def ddpm_s_sigma(alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     :math:`s = \sqrt{\bar\alpha}`, :math:`\sigma = \sqrt{(1-\bar\alpha)/\bar\alpha}`.
 
-    Then :math:`s(x_0 + \sigma\varepsilon) = \sqrt{\bar\alpha}\,x_0 + \sqrt{1-\bar\alpha}\,\varepsilon`,
+    Then :math:`s(x_0 + \sigma\epsilon) = \sqrt{\bar\alpha}\,x_0 + \sqrt{1-\bar\alpha}\,\epsilon`,
     DDPM's forward process (``tutorlib.diffusion.q_sample``).
 
     Args:
@@ -268,7 +268,7 @@ def ddpm_s_sigma(alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def gaussian_denoiser(mean: torch.Tensor, cov: torch.Tensor) -> Denoiser:
     r"""The exact denoiser of :math:`x_0 \sim \mathcal N(\mu, \Sigma)`.
 
-    :math:`\hat x = x_0 + \sigma\varepsilon \sim \mathcal N(\mu, \Sigma + \sigma^2 I)`, and the
+    :math:`\hat x = x_0 + \sigma\epsilon \sim \mathcal N(\mu, \Sigma + \sigma^2 I)`, and the
     posterior mean is linear:
 
     .. math::  D(\hat x; \sigma) = \mathbb E[x_0 \mid \hat x]
@@ -373,7 +373,7 @@ def effective_target(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor,
                      sigma_data: float) -> torch.Tensor:
     r"""What the raw network :math:`F_\theta` learns to output.
 
-    .. math::  \frac{x_0 - c_{\rm skip}\,(x_0 + \sigma\varepsilon)}{c_{\rm out}}
+    .. math::  \frac{x_0 - c_{\rm skip}\,(x_0 + \sigma\epsilon)}{c_{\rm out}}
 
     Shapes: ``x0``, ``eps`` ``(B, d)``, ``sigma`` ``(B,)`` -> ``(B, d)``.
     """
@@ -422,15 +422,15 @@ def edm_loss(denoiser: EDMDenoiser, x0: torch.Tensor, generator: torch.Generator
              p_mean: float = -1.2, p_std: float = 1.2) -> torch.Tensor:
     r"""EDM's training loss, denoising score matching with weight :math:`\lambda(\sigma) = 1/c_{\rm out}^2`.
 
-    .. math::  \mathcal L = \mathbb E_{\ln\sigma \sim \mathcal N(P_{\rm mean}, P_{\rm std}^2),\ \varepsilon}
-               \Big[\lambda(\sigma)\,\lVert D_\theta(x_0 + \sigma\varepsilon;\sigma) - x_0\rVert^2\Big] / d
+    .. math::  \mathcal L = \mathbb E_{\ln\sigma \sim \mathcal N(P_{\rm mean}, P_{\rm std}^2),\ \epsilon}
+               \Big[\lambda(\sigma)\,\lVert D_\theta(x_0 + \sigma\epsilon;\sigma) - x_0\rVert^2\Big] / d
 
     which equals the plain regression of :math:`F_\theta` onto :func:`effective_target`.
 
     Args:
         denoiser: the model.
         x0: a batch of data ``(B, d)``.
-        generator: for :math:`\sigma` and :math:`\varepsilon`.
+        generator: for :math:`\sigma` and :math:`\epsilon`.
         p_mean, p_std: the log-normal distribution of training noise levels.
 
     Returns:
@@ -646,7 +646,7 @@ def sample_stochastic(denoiser: Denoiser, sigmas: torch.Tensor, noise: torch.Ten
 
     .. math::  \gamma_i = \min\big(S_{\rm churn}/N, \sqrt2 - 1\big)
                \text{ if } \sigma_i \in [S_{t\min}, S_{t\max}],
-               \qquad \hat x_i = x_i + \sqrt{\hat\sigma_i^2 - \sigma_i^2}\, S_{\rm noise}\, \varepsilon_i.
+               \qquad \hat x_i = x_i + \sqrt{\hat\sigma_i^2 - \sigma_i^2}\, S_{\rm noise}\, \epsilon_i.
 
     Adding noise and removing it again corrects errors made earlier: this is a discretised
     Langevin correction on top of the ODE. ``churn = 0`` gives :func:`sample_ode` with Heun.
@@ -704,7 +704,7 @@ def eps_model_from_denoiser(denoiser: Denoiser,
     At step :math:`t` (the network is called with :math:`t/T`) the table gives
     :math:`s = \sqrt{\bar\alpha_t}`, :math:`\sigma = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}`, and
 
-    .. math::  \hat\varepsilon(x_t, t) = \frac{x_t/s - D(x_t/s;\sigma)}{\sigma}.
+    .. math::  \hat\epsilon(x_t, t) = \frac{x_t/s - D(x_t/s;\sigma)}{\sigma}.
 
     Args:
         denoiser: ``D(x_hat, sigma)``.

@@ -23,13 +23,13 @@ and which has a deterministic twin with the same marginals :math:`p_t` at every 
 .. math::  \frac{dx}{dt} = f(x,t) - \tfrac12 g(t)^2 \nabla_x \log p_t(x).
 
 :class:`VPSDE` (the continuous DDPM) and :class:`VESDE` (the continuous SMLD) are the two SDEs
-of Song et al. Each has the marginal :math:`x_t = s(t)(x_0 + \sigma(t)\varepsilon)`, a row of
+of Song et al. Each has the marginal :math:`x_t = s(t)(x_0 + \sigma(t)\epsilon)`, a row of
 the table in :mod:`tutorlib.edm` (:meth:`VPSDE.schedule`), so the score at time :math:`t` is
 
 .. math::  \nabla_x \log p_t(x) = \frac{s\,D(x/s;\sigma) - x}{s^2\sigma^2}.
 
 Legend (code name -> symbol): ``drift`` -> :math:`f`, ``diffusion`` -> :math:`g`,
-``beta_min``/``beta_max`` -> :math:`\beta_{\min}, \beta_{\max}`, ``step_size`` -> :math:`\epsilon`
+``beta_min``/``beta_max`` -> :math:`\beta_{\min}, \beta_{\max}`, ``step_size`` -> :math:`\varepsilon`
 of annealed Langevin dynamics.
 
 References:
@@ -65,6 +65,7 @@ __all__ = [
     "VPSDE",
     "annealed_langevin",
     "dsm_loss",
+    "langevin",
     "probability_flow_drift",
     "probability_flow_sample",
     "reverse_sde_sample",
@@ -80,7 +81,7 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # --------------------------------------------------------------------------------------------
 def score_from_denoiser(denoiser: Denoiser, x: torch.Tensor, s: float,
                         sigma: float | torch.Tensor) -> torch.Tensor:
-    r"""The score of the marginal :math:`x_t = s(x_0 + \sigma\varepsilon)`, from a denoiser.
+    r"""The score of the marginal :math:`x_t = s(x_0 + \sigma\epsilon)`, from a denoiser.
 
     .. math::  \nabla_x \log p_t(x) = \frac{s\, D(x/s;\sigma) - x}{(s\sigma)^2}
 
@@ -115,11 +116,11 @@ def dsm_loss(score: Score, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Ten
     r"""Denoising score matching (Vincent 2011) with Song & Ermon's weight :math:`\lambda(\sigma) = \sigma^2`.
 
     The score of the noising kernel :math:`\mathcal N(\tilde x; x_0, \sigma^2 I)` at
-    :math:`\tilde x = x_0 + \sigma\varepsilon` is :math:`-\varepsilon/\sigma`. Regressing onto
+    :math:`\tilde x = x_0 + \sigma\epsilon` is :math:`-\epsilon/\sigma`. Regressing onto
     it has the same minimiser as regressing onto the unknown :math:`\nabla \log p_\sigma`:
 
-    .. math::  \mathcal L = \mathbb E\Big[\sigma^2 \big\lVert s_\theta(x_0 + \sigma\varepsilon, \sigma)
-               + \varepsilon/\sigma \big\rVert^2\Big].
+    .. math::  \mathcal L = \mathbb E\Big[\sigma^2 \big\lVert s_\theta(x_0 + \sigma\epsilon, \sigma)
+               + \epsilon/\sigma \big\rVert^2\Big].
 
     With :math:`s_\theta = (D_\theta - \tilde x)/\sigma^2` this is
     :math:`\mathbb E\,\lVert D_\theta(\tilde x;\sigma) - x_0\rVert^2/\sigma^2`: training a
@@ -147,13 +148,55 @@ def dsm_loss(score: Score, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Ten
     return (sigma**2 * (residual**2).sum(1)).mean()
 
 
+def langevin(score: Score, x: torch.Tensor, sigma: float, n_steps: int, step_size: float,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Langevin dynamics at one noise level: ``n_steps`` noisy steps uphill on the score.
+
+    With step :math:`\alpha` (``step_size``), repeat
+
+    .. math::  x \leftarrow x + \tfrac{\alpha}{2}\, \nabla_x \log p_{\sigma}(x) + \sqrt{\alpha}\, z,
+               \qquad z \sim \mathcal N(0, I).
+
+    For small :math:`\alpha` and many steps the chain samples :math:`p_\sigma` (the unadjusted
+    Langevin algorithm; for a Gaussian :math:`\mathcal N(\mu, v)` its stationary variance is
+    :math:`v/(1 - \alpha/4v)`). *Many* can be astronomically many: a chain crosses a region of low
+    density between two modes only rarely, so with a small :math:`\sigma` the share of chains in
+    each mode stays where the starting points put it (Song & Ermon 2019, Section 3.2).
+
+    Args:
+        score: ``score(x (B, d), sigma (B,))``.
+        x: starting points ``(B, d)``.
+        sigma: the noise level :math:`\sigma > 0` passed to ``score``.
+        n_steps: number of steps :math:`\ge 1`.
+        step_size: :math:`\alpha > 0`.
+        generator: for the Langevin noise.
+
+    Returns:
+        The last iterate ``(B, d)``; the sampler calls ``score`` ``n_steps`` times.
+    """
+    x = check_finite("x", check_points("x", x))
+    if not callable(score):
+        raise TypeError(f"score must be callable as score(x, sigma), got {type(score).__name__}")
+    sigma = check_positive("sigma", sigma)
+    check_int("n_steps", n_steps)
+    alpha = check_positive("step_size", step_size)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    level = torch.full((len(x),), sigma, dtype=x.dtype)
+    for _ in range(n_steps):
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x = x + 0.5 * alpha * score(x, level) + math.sqrt(alpha) * z
+    return x
+
+
 def annealed_langevin(score: Score, sigmas: torch.Tensor, noise: torch.Tensor, steps_per_level: int = 100,
                       step_size: float = 2e-5, generator: torch.Generator | None = None,
                       denoise_last: bool = True) -> torch.Tensor:
     r"""Annealed Langevin dynamics, the sampler of SMLD/NCSN (Song & Ermon 2019, Algorithm 1).
 
     For each noise level :math:`\sigma_1 > \dots > \sigma_L`, with step
-    :math:`\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2`, repeat ``steps_per_level`` times
+    :math:`\alpha_i = \varepsilon\,\sigma_i^2/\sigma_L^2`, run :func:`langevin` for
+    ``steps_per_level`` steps:
 
     .. math::  x \leftarrow x + \tfrac{\alpha_i}{2}\, \nabla_x \log p_{\sigma_i}(x) + \sqrt{\alpha_i}\, z,
                \qquad z \sim \mathcal N(0, I).
@@ -169,7 +212,7 @@ def annealed_langevin(score: Score, sigmas: torch.Tensor, noise: torch.Tensor, s
         sigmas: decreasing positive noise levels ``(L,)``.
         noise: unit Gaussian ``(B, d)``; the chain starts at :math:`\sigma_1 \cdot` noise.
         steps_per_level: :math:`T \ge 1` Langevin steps per level.
-        step_size: :math:`\epsilon > 0`.
+        step_size: :math:`\varepsilon > 0`.
         generator: for the Langevin noise.
         denoise_last: finish with the Tweedie denoising step.
 
@@ -190,11 +233,7 @@ def annealed_langevin(score: Score, sigmas: torch.Tensor, noise: torch.Tensor, s
     levels = sigmas.tolist()
     x = noise * levels[0]
     for sigma in levels:
-        alpha = step_size * sigma**2 / levels[-1] ** 2
-        level = torch.full((len(x),), sigma, dtype=x.dtype)
-        for _ in range(steps_per_level):
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-            x = x + 0.5 * alpha * score(x, level) + math.sqrt(alpha) * z
+        x = langevin(score, x, sigma, steps_per_level, step_size * sigma**2 / levels[-1] ** 2, generator)
     if denoise_last:
         x = x + levels[-1] ** 2 * score(x, torch.full((len(x),), levels[-1], dtype=x.dtype))
     return x
@@ -218,7 +257,7 @@ class VPSDE:
     :math:`\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})`, :math:`t \in [0, 1]`. DDPM's
     :math:`T` steps with :math:`\beta_i` are its Euler–Maruyama discretisation with
     :math:`\beta(i/T) = T\beta_i` (Song et al., Appendix B). Marginal:
-    :math:`x_t = s(t)x_0 + \sqrt{1 - s(t)^2}\,\varepsilon` with
+    :math:`x_t = s(t)x_0 + \sqrt{1 - s(t)^2}\,\epsilon` with
     :math:`s(t) = e^{-\frac12\int_0^t \beta}`.
     """
 
@@ -259,7 +298,7 @@ class VESDE:
 
     :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^t`, so
     :math:`g(t) = \sigma(t)\sqrt{2\ln(\sigma_{\max}/\sigma_{\min})}` and the marginal is
-    :math:`x_t = x_0 + \sigma(t)\varepsilon` (:math:`s = 1`) when the process starts at
+    :math:`x_t = x_0 + \sigma(t)\epsilon` (:math:`s = 1`) when the process starts at
     :math:`t = 0` from the data blurred by :math:`\sigma_{\min}` (Song et al. use
     :math:`\sigma_{\min} = 0.01`, below what the eye or a metric resolves).
     """
