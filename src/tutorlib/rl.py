@@ -48,7 +48,7 @@ from torch import nn
 
 from tutorlib.rl_envs import (
     EpisodeTracker,
-    check_env_id,
+    _check_env_id,
     collect_episodes,
     make_vector_env,
     true_next_obs,
@@ -464,7 +464,7 @@ class ReinforceConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "env_id": check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
             "num_envs": check_int, "learning_rate": check_positive, "gamma": check_probability,
             "baseline": (check_choice, ("none", "mean", "critic")),
             "critic_learning_rate": check_positive, "critic_steps": check_int, "hidden": check_int,
@@ -572,7 +572,7 @@ class ActorCriticConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "env_id": check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
             "num_envs": check_int, "num_steps": check_int, "learning_rate": check_positive,
             "gamma": check_probability, "gae_lambda": check_probability,
             "update_epochs": check_int, "num_minibatches": check_int,
@@ -1008,7 +1008,7 @@ class DDPGConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {
-            "env_id": check_env_id, "seed": (check_int, 0), "total_steps": check_int,
+            "env_id": _check_env_id, "seed": (check_int, 0), "total_steps": check_int,
             "learning_rate": check_positive, "buffer_size": check_int, "gamma": check_probability,
             "tau": check_probability, "batch_size": check_int, "exploration_noise": check_nonnegative,
             "learning_starts": (check_int, 0), "policy_frequency": check_int, "hidden": check_int,

@@ -23,7 +23,6 @@ from tutorlib.validation import check_int
 
 __all__ = [
     "EpisodeTracker",
-    "check_env_id",
     "collect_episodes",
     "evaluate",
     "make_vector_env",
@@ -38,7 +37,7 @@ def _check_act(act: object) -> None:
         raise TypeError(f"act must be callable (observations -> actions), got {type(act).__name__}")
 
 
-def check_env_id(name: str, value: object) -> str:
+def _check_env_id(name: str, value: object) -> str:
     """Return ``value`` if it is the id of a registered gymnasium environment."""
     if not isinstance(value, str) or value not in gym.registry:
         raise ValueError(f"{name} must be a registered gymnasium environment id, got {value!r}")
@@ -52,7 +51,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     the first one of the next; the true last observation is in ``info["final_obs"]``.
     """
     check_int("num_envs", num_envs)
-    check_env_id("env_id", env_id)
+    _check_env_id("env_id", env_id)
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
 
@@ -144,7 +143,7 @@ def evaluate(
         The ``episodes`` undiscounted returns, shape ``(episodes,)``.
     """
     check_int("episodes", episodes)
-    check_env_id("env_id", env_id)
+    _check_env_id("env_id", env_id)
     check_int("seed", seed, minimum=0)
     _check_act(act)
     envs = make_vector_env(env_id, episodes)
@@ -170,7 +169,7 @@ def record_episode(
         ``{"obs": (T + 1, obs_dim), "actions": (T, ...), "rewards": (T,)}``, the observations
         including the first and the last one.
     """
-    check_env_id("env_id", env_id)
+    _check_env_id("env_id", env_id)
     check_int("seed", seed, minimum=0)
     if max_steps is not None:
         check_int("max_steps", max_steps)
