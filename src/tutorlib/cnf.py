@@ -322,7 +322,10 @@ class GaussianMixturePath(nn.Module):
 
     def _check(self, z: object, t: object) -> tuple[torch.Tensor, float]:
         z = check_tensor("z", z, ("N", self.dim), finite=False)
-        return z, check_real("t", t, 0.0, 1.0)
+        t = check_real("t", t)
+        if not -1e-9 <= t <= 1 + 1e-9:  # a solver's last step may overshoot by round-off
+            raise ValueError(f"t must be a finite number in [0, 1], got {t}")
+        return z, min(max(t, 0.0), 1.0)
 
     def _scale(self, t: float) -> tuple[float, float]:
         """:math:`\\sigma_t^2` and the rate
