@@ -4,8 +4,10 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tutorlib.validation import check_int, check_points, check_positive
+from tutorlib.validation import all_finite, check_int, check_points, check_positive
 
 
 def test_check_int_accepts_and_refuses():
@@ -190,3 +192,17 @@ def test_numpy_scalars_count_as_numbers():
         check_int("n", np.float64(3.0))
     with pytest.raises(TypeError, match="got bool"):
         check_int("n", True)
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=50))
+def test_all_finite_agrees_with_the_elementwise_test(values):
+    x = torch.tensor(values, dtype=torch.float32)
+    assert all_finite(x) == bool(torch.isfinite(x).all())
+
+
+def test_all_finite_survives_a_sum_that_overflows():
+    x = torch.full((4,), 3e38)  # finite entries whose float32 sum is inf
+    assert all_finite(x) and not bool(torch.isfinite(x.sum()))
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
+    assert all_finite(torch.tensor([1, 2]))  # integers are always finite

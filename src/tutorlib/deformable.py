@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tutorlib.upsample import _check_image, _check_same_dtype, _check_weight
-from tutorlib.validation import check_int
+from tutorlib.validation import all_finite, check_int
 
 __all__ = [
     "DeformConv2d",
@@ -48,7 +48,7 @@ def _check_positions(py: object, px: object, batch: int) -> tuple[torch.Tensor, 
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(p).__name__}")
         if p.ndim < 1 or p.shape[0] != batch:
             raise ValueError(f"{name} must have shape (B={batch}, ...), got {tuple(p.shape)}")
-        if not torch.isfinite(p).all():
+        if not all_finite(p):
             raise ValueError(f"{name} must be finite (no NaN or inf)")
     if py.shape != px.shape:
         raise ValueError(f"py and px must have the same shape, got {tuple(py.shape)} and {tuple(px.shape)}")
@@ -183,7 +183,7 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
     if bias is not None:
         if not isinstance(bias, torch.Tensor) or bias.shape != (c_out,):
             raise ValueError(f"bias must be None or a tensor of shape ({c_out},), got {bias!r:.60}")
-        if bias.dtype != x.dtype or not torch.isfinite(bias).all():
+        if bias.dtype != x.dtype or not all_finite(bias):
             raise ValueError(f"bias must be finite with the dtype of x ({x.dtype}), got {bias.dtype}")
     py, px = sampling_positions(offset.to(x.dtype), (kh, kw), s, p, d)  # (B, K, Ho, Wo) each
     columns = samplers[sampler](x, py, px)  # (B, C_in, K, Ho, Wo)

@@ -41,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tutorlib.validation import check_int
+from tutorlib.validation import all_finite, check_int
 
 __all__ = [
     "conv2d_matrix",
@@ -71,7 +71,7 @@ def _check_image(name: str, x: object) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (B, C, H, W) with no empty axis, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return x
 
