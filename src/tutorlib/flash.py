@@ -570,6 +570,13 @@ if tl is not None:
 
         Reads its Q block once and every visible K, V block once; writes its O block and its
         log-sum-exp once. S and P exist only as a BLOCK_M × BLOCK_N tile in registers.
+
+        Exponentials in base 2, as in Triton's fused-attention tutorial: the scores are kept in
+        units of log2, :math:`s' = \\tau \\log_2(e)\\, q \\cdot k`, so that
+        :math:`e^{\\tau q \\cdot k - m} = 2^{s' - m'}` and one multiplication by ``qk_scale``
+        replaces a multiplication inside every exponential (``exp2`` is the GPU's native
+        instruction; ``exp`` is ``exp2`` of a scaled argument). The log-sum-exp is converted
+        back to natural log when it is stored.
         """
         start_m = tl.program_id(0) * BLOCK_M  # first query row of this program
         bh = tl.program_id(1)  # which (batch, head)
@@ -579,7 +586,8 @@ if tl is not None:
         q_ptrs = Q + bh * n_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
         q = tl.load(q_ptrs, mask=offs_m[:, None] < n_q, other=0.0)  # (BLOCK_M, HEAD_DIM)
 
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max
+        qk_scale = scale * 1.4426950408889634  # τ·log2(e): scores in base-2 units
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (base 2)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # unnormalised output
         hi = n_k
@@ -590,13 +598,13 @@ if tl is not None:
             kv_off = bh * n_k * HEAD_DIM + cols[:, None] * HEAD_DIM + offs_d[None, :]
             k = tl.load(K + kv_off, mask=cols[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
             v = tl.load(V + kv_off, mask=cols[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
-            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale  # (BLOCK_M, BLOCK_N)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
             s = tl.where(cols[None, :] < n_k, s, float("-inf"))  # padding columns of the last block
             if CAUSAL:
                 s = tl.where(cols[None, :] <= offs_m[:, None], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))  # (BLOCK_M,)
-            p = tl.exp(s - m_new[:, None])  # (BLOCK_M, BLOCK_N)
-            alpha = tl.exp(m_i - m_new)  # rescales the old sum and accumulator
+            p = tl.exp2(s - m_new[:, None])  # (BLOCK_M, BLOCK_N) = e^{τ q·k - m}
+            alpha = tl.exp2(m_i - m_new)  # rescales the old sum and accumulator
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m_i = m_new
@@ -604,7 +612,8 @@ if tl is not None:
         acc = acc / l_i[:, None]
         o_ptrs = Out + bh * n_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
         tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=offs_m[:, None] < n_q)
-        tl.store(LSE + bh * n_q + offs_m, m_i + tl.log(l_i), mask=offs_m < n_q)
+        lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # back to natural log: × ln 2
+        tl.store(LSE + bh * n_q + offs_m, lse, mask=offs_m < n_q)
 
 
 def triton_interpreted() -> bool:
