@@ -548,14 +548,14 @@ def ddpm_step(
 
 
 def ddim_timesteps(T: int, steps: int, spacing: str = "even") -> torch.Tensor:
-    r"""The sub-sequence :math:`\tau_1 < \dots < \tau_S` of the training steps a DDIM sampler visits.
+    r"""The sub-sequence :math:`t_1 < \dots < t_S` of the training steps a DDIM sampler visits.
 
-    ``spacing="even"``: :math:`\tau_i = \mathrm{round}(i (T-1)/(S-1))`, :math:`i = 0, \dots, S-1`
+    ``spacing="even"``: :math:`t_i = \mathrm{round}(i (T-1)/(S-1))`, :math:`i = 0, \dots, S-1`
     (diffusers' "linspace" spacing). It always contains the noisiest step :math:`T-1` and the
     cleanest step :math:`0`; ``steps == T`` gives every step, ``steps == 1`` gives ``[T-1]``: one
     jump from noise to data.
 
-    ``spacing="quadratic"``: :math:`\tau_i = \lfloor (i \sqrt{0.8\,T} / (S-1))^2 \rfloor`, the
+    ``spacing="quadratic"``: :math:`t_i = \lfloor (i \sqrt{0.8\,T} / (S-1))^2 \rfloor`, the
     spacing of the DDIM paper's CIFAR-10 experiments (Song et al. 2021, appendix D.2 and its
     code): dense at low noise, ending at step :math:`0.8\,T`. For large :math:`S` the floor
     repeats a few small steps (:math:`T = 1000`: 49 distinct steps for :math:`S = 50`, 96 for
@@ -678,14 +678,14 @@ def ddim_sample(
     return_trajectory: bool = False,
     clip_x0: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-    r"""The DDIM sampler over a sub-sequence :math:`\tau_1 < \dots < \tau_S` of the training steps.
+    r"""The DDIM sampler over a sub-sequence :math:`t_1 < \dots < t_S` of the training steps.
 
-    Runs :func:`ddim_step` from :math:`\tau_S` to :math:`\tau_{S-1}`, ..., to :math:`\tau_1`, and
+    Runs :func:`ddim_step` from :math:`t_S` to :math:`t_{S-1}`, ..., to :math:`t_1`, and
     finally to clean data (:math:`\bar\alpha = 1`): :math:`S` network calls (Song et al. 2021,
     section 4.2). :math:`\eta = 0` is deterministic: the same ``x_T`` always gives the same
     sample. :math:`\eta = 1` over all :math:`T` steps is DDPM's ancestral sampler.
 
-    The first step divides by :math:`\sqrt{\bar\alpha_{\tau_S}}`. With the cosine schedule
+    The first step divides by :math:`\sqrt{\bar\alpha_{t_S}}`. With the cosine schedule
     :math:`\bar\alpha_{T-1} \approx 2 \times 10^{-9}`, so pass ``clip_x0`` or a list of steps that
     ends below :math:`T-1`.
 
@@ -733,12 +733,12 @@ def ddim_invert(
     r"""Run deterministic DDIM backwards: data :math:`\to` the noise :math:`x_T` that DDIM maps back to it.
 
     The :math:`\eta = 0` update read in the other direction, from clean data through
-    :math:`\tau_1 < \dots < \tau_S`:
+    :math:`t_1 < \dots < t_S`:
 
-    .. math::  x_{\tau_{i+1}} = \sqrt{\bar\alpha_{\tau_{i+1}}}\, \hat x_0(x_{\tau_i})
-               + \sqrt{1 - \bar\alpha_{\tau_{i+1}}}\, \epsilon_\theta(x_{\tau_i}, \tau_i)
+    .. math::  x_{t_{i+1}} = \sqrt{\bar\alpha_{t_{i+1}}}\, \hat x_0(x_{t_i})
+               + \sqrt{1 - \bar\alpha_{t_{i+1}}}\, \epsilon_\theta(x_{t_i}, t_i)
 
-    The network is evaluated at the current point (at :math:`\tau_1` for the clean start), an
+    The network is evaluated at the current point (at :math:`t_1` for the clean start), an
     approximation that is exact as the steps shrink; :func:`ddim_sample` with ``eta=0`` and the
     same ``steps`` maps the result back to about ``x0``.
 
@@ -749,7 +749,7 @@ def ddim_invert(
         steps: as in :func:`ddim_sample`.
 
     Returns:
-        :math:`x_{\tau_S}` with the shape of ``x0``.
+        :math:`x_{t_S}` with the shape of ``x0``.
     """
     alpha_bar = _check_alpha_bar(alpha_bar)
     x = _check_x(x0, "x0")
