@@ -187,8 +187,9 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def _intersection_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Intersection and union areas of ``(*, N, 4)`` and ``(*, M, 4)`` xyxy boxes, ``(*, N, M)``."""
+def _iou_and_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and union area of ``(*, N, 4)`` and ``(*, M, 4)`` xyxy boxes, both ``(*, N, M)``:
+    the arithmetic of :func:`box_iou`, shared with :func:`generalized_box_iou`."""
     lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])  # (*, N, M, 2) top-left of the overlap
     rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])  # (*, N, M, 2) bottom-right
     wh = (rb - lt).clamp(min=0)
@@ -196,7 +197,8 @@ def _intersection_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return inter, union
+    # two boxes of zero area have an empty union: IoU 0, as in pycocotools
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0), union
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -220,8 +222,8 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.shape[:-2] != b.shape[:-2]:
         raise ValueError(f"a and b must have the same leading (batch) dimensions, got {tuple(a.shape)} "
                          f"and {tuple(b.shape)}; no broadcasting")
-    inter, union = _intersection_union(a, b)
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    iou, _ = _iou_and_union(a, b)
+    return iou
 
 
 def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -245,8 +247,7 @@ def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         Rezatofighi et al., "Generalized intersection over union", CVPR 2019.
     """
     a, b = _check_boxes(a, "a"), _check_boxes(b, "b")
-    iou = box_iou(a, b)
-    _, union = _intersection_union(a, b)
+    iou, union = _iou_and_union(a, b)
     tiny = torch.finfo(union.dtype).tiny
     lt = torch.minimum(a[:, None, :2], b[None, :, :2])  # (N, M, 2) the enclosing box C
     rb = torch.maximum(a[:, None, 2:], b[None, :, 2:])
