@@ -155,7 +155,7 @@ def test_train_gan_runs_and_records_snapshots(loss):
 
 def test_critic_shapes_and_architecture():
     torch.manual_seed(0)
-    critic = gan.Critic(3, 16, 2)
+    critic = gan.Critic(3, 16, 2, activation="relu")
     assert critic(torch.randn(7, 3)).shape == (7,)
     linears = [m for m in critic.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(3, 16), (16, 16), (16, 1)]
@@ -168,7 +168,8 @@ def test_snapshot_estimate_is_the_final_critics_kr_objective():
     torch.manual_seed(0)
     data = gan.ring_of_gaussians(512, generator=g)
     cfg = gan.GANConfig(steps=4, batch_size=16, snapshot_every=2, snapshot_size=32, lr=1e-3)
-    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), gan.Critic(2, 8, 1), cfg, g, progress=False)
+    critic = gan.Critic(2, 8, 1, activation="relu")
+    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), critic, cfg, g, progress=False)
     last = run.snapshots[-1]
     with torch.no_grad():
         expected = tot.critic_estimate(run.critic, run.real_eval, last.fake).item()
@@ -185,7 +186,8 @@ def test_learning_rate_schedule(decay):
     data = gan.ring_of_gaussians(256, generator=g)
     cfg = gan.published_config("nonsaturating", steps=5, batch_size=8, snapshot_every=5, snapshot_size=8,
                                lr=1e-3, lr_decay=decay)
-    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), gan.Critic(2, 8, 1), cfg, g, progress=False)
+    critic = gan.Critic(2, 8, 1, activation="relu")
+    run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), critic, cfg, g, progress=False)
     expected = [1e-3 * (1 - i / 5) for i in range(5)] if decay else [1e-3] * 5
     assert run.learning_rates == pytest.approx(expected, rel=1e-12)
 
@@ -196,7 +198,7 @@ def test_critic_is_trainable_again_after_the_generator_step():
     torch.manual_seed(0)
     data = gan.ring_of_gaussians(256, generator=g)
     cfg = gan.published_config("nonsaturating", steps=1, batch_size=8, snapshot_every=1, snapshot_size=8)
-    critic = gan.Critic(2, 8, 1)
+    critic = gan.Critic(2, 8, 1, activation="relu")
     run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), critic, cfg, generator=g, progress=False)
     assert all(p.requires_grad for p in run.critic.parameters())
     assert all(p.requires_grad for p in run.generator.parameters())

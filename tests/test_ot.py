@@ -503,14 +503,61 @@ def test_wasserstein_1d_refuses_p_infinity_and_other_bad_orders():
     assert tot.wasserstein_1d(x, y, p=1).item() == pytest.approx(1.0)  # half the mass moves by 2
 
 
+@pytest.mark.parametrize(("layers", "activation", "act"), [
+    (2, "silu", torch.nn.SiLU), (3, "relu", torch.nn.ReLU), (1, "leaky_relu", torch.nn.LeakyReLU)])
+def test_critic_is_the_hand_built_mlp_with_the_same_initialisation(layers, activation, act):
+    """One class for both chapters: the same layers, built in the same order as the two old classes
+    (ot's two SiLU layers, gan's loop of ReLU layers), so the same seed gives the same weights."""
+    torch.manual_seed(3)
+    critic = tot.Critic(3, 16, layers, activation=activation)
+    torch.manual_seed(3)
+    blocks, width = [], 3
+    for _ in range(layers):
+        blocks += [torch.nn.Linear(width, 16), act()]
+        width = 16
+    reference = torch.nn.Sequential(*blocks, torch.nn.Linear(width, 1))
+    assert [type(m) for m in critic.net] == [type(m) for m in reference]
+    for p, q in zip(critic.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    x = torch.randn(7, 3)
+    assert critic(x).shape == (7,)
+    assert torch.equal(critic(x), reference(x).squeeze(-1))
+
+
+def test_gan_critic_is_the_ot_critic():
+    from tutorlib import gan
+
+    assert gan.Critic is tot.Critic
+
+
+def test_critic_checks_its_arguments():
+    with pytest.raises(ValueError, match="activation must be one of 'relu', 'silu', 'leaky_relu'; got 'gel"):
+        tot.Critic(2, 8, 2, activation="gelu")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        tot.Critic(2, 8, 2, activation=None)
+    with pytest.raises(ValueError, match="layers must be >= 1"):
+        tot.Critic(2, 8, 0)
+    with pytest.raises(TypeError, match="layers must be an int"):
+        tot.Critic(2, 8, 2.0)
+    with pytest.raises(ValueError, match="hidden must be >= 1"):
+        tot.Critic(2, -4)
+    with pytest.raises(TypeError, match="in_dim must be an int"):
+        tot.Critic("2")
+    critic = tot.Critic(2, 8, 1, activation="relu")
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor \(N, 2\)"):
+        critic(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"x must be a floating-point tensor \(N, 2\)"):
+        critic(torch.zeros(2))
+
+
 def test_critic_pieces_check_their_arguments():
     with pytest.raises(ValueError, match=r"CriticConfig\.gp_weight must be finite and >= 0"):
         tot.CriticConfig(gp_weight=-1.0)
     with pytest.raises(ValueError, match=r"CriticConfig\.betas entries must be a finite number"):
         tot.CriticConfig(betas=(0.5, 1.0))
-    with pytest.raises(ValueError, match="dim must be >= 1"):
-        tot.Critic(dim=0)
-    critic = tot.Critic(dim=2)
+    with pytest.raises(ValueError, match="in_dim must be >= 1"):
+        tot.Critic(in_dim=0)
+    critic = tot.Critic(in_dim=2)
     with pytest.raises(ValueError, match=r"x must be a floating-point tensor \(N, 2\)"):
         critic(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="x must be finite"):
@@ -519,3 +566,150 @@ def test_critic_pieces_check_their_arguments():
         tot.c_transform(torch.zeros(3), torch.zeros(2, 2), torch.zeros(2))
     with pytest.raises(TypeError, match="critic must be callable"):
         tot.gradient_penalty(None, torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# Brenier's map between Gaussians
+# --------------------------------------------------------------------------------------------
+def random_spd(d, g):
+    B = torch.randn(d, d, generator=g, dtype=f64)
+    return B @ B.T + 0.1 * torch.eye(d, dtype=f64)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_gaussian_map_matches_pot_and_pushes_forward(d):
+    g = torch.Generator().manual_seed(d)
+    mx, my = torch.randn(d, generator=g, dtype=f64), torch.randn(d, generator=g, dtype=f64)
+    Sx, Sy = random_spd(d, g), random_spd(d, g)
+    A, b = tot.gaussian_map(mx, Sx, my, Sy)
+    A_pot, b_pot = pot.gaussian.bures_wasserstein_mapping(np_(mx), np_(my), np_(Sx), np_(Sy))
+    np.testing.assert_allclose(np_(A), A_pot, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(np_(b), b_pot, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(A, A.T)  # symmetric ...
+    assert torch.linalg.eigvalsh(A).min() > 0  # ... positive definite: the gradient of a convex function
+    torch.testing.assert_close(A @ Sx @ A.T, Sy, rtol=1e-8, atol=1e-10)  # T pushes N(mx, Sx) to N(my, Sy)
+    torch.testing.assert_close(A @ mx + b, my)
+    # the map's cost E|X - T(X)|^2 is the closed-form W2^2 (the Fréchet distance of tutorlib.metrics)
+    from tutorlib import metrics
+
+    eye = torch.eye(d, dtype=f64)
+    cost = ((mx - my) ** 2).sum() + torch.trace((eye - A) @ Sx @ (eye - A).T)
+    expected = metrics.frechet_distance(np_(mx), np_(Sx), np_(my), np_(Sy))
+    assert cost.item() == pytest.approx(expected, rel=1e-7, abs=1e-9)
+
+
+def test_gaussian_map_in_one_dimension_is_the_ratio_of_standard_deviations():
+    one = torch.tensor
+    A, b = tot.gaussian_map(one([1.0]), one([[4.0]]), one([-2.0]), one([[9.0]]))
+    assert A.item() == pytest.approx(1.5) and b.item() == pytest.approx(-2.0 - 1.5)
+
+
+def test_gaussian_map_is_optimal_for_the_discrete_problem():
+    """Between samples x and T(x), the exact discrete plan is the identity (T is cyclically monotone)."""
+    g = torch.Generator().manual_seed(0)
+    Sx, Sy = random_spd(2, g), random_spd(2, g)
+    A, b = tot.gaussian_map(torch.zeros(2, dtype=f64), Sx, torch.ones(2, dtype=f64), Sy)
+    x = torch.randn(40, 2, generator=g, dtype=f64) @ torch.linalg.cholesky(Sx).T
+    u = torch.full((40,), 1 / 40, dtype=f64)
+    plan = pot.emd(np_(u), np_(u), np_(tot.cost_matrix(x, x @ A.T + b)))
+    np.testing.assert_allclose(plan, np.eye(40) / 40, atol=1e-12)
+
+
+def test_gaussian_map_checks_its_arguments():
+    m, S = torch.zeros(2), torch.eye(2)
+    with pytest.raises(TypeError, match="mean_x must be a floating-point torch"):
+        tot.gaussian_map([0.0, 0.0], S, m, S)
+    with pytest.raises(ValueError, match=r"cov_y must have shape \(d, d\) = \(2, 2\)"):
+        tot.gaussian_map(m, S, m, torch.eye(3))
+    with pytest.raises(ValueError, match="cov_x must be symmetric"):
+        tot.gaussian_map(m, torch.tensor([[1.0, 0.5], [0.0, 1.0]]), m, S)
+    with pytest.raises(ValueError, match="cov_y must be positive definite"):
+        tot.gaussian_map(m, S, m, torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    with pytest.raises(ValueError, match="mean_y must be finite"):
+        tot.gaussian_map(m, S, torch.tensor([0.0, float("nan")]), S)
+    with pytest.raises(ValueError, match=r"mean_x must have shape \(d,\)"):
+        tot.gaussian_map(torch.tensor(0.0), S, m, S)
+    with pytest.raises(ValueError, match="mean_x and mean_y must have the same dimension"):
+        tot.gaussian_map(m, S, torch.zeros(3), torch.eye(3))
+
+
+# --------------------------------------------------------------------------------------------
+# barycenters
+# --------------------------------------------------------------------------------------------
+def _barycenter_problem(k, seed=0):
+    g = torch.Generator().manual_seed(seed + k)
+    n = 30
+    grid = torch.linspace(0, 1, n, dtype=f64)
+    M = (grid[:, None] - grid[None, :]) ** 2
+    hists = torch.rand(k, n, generator=g, dtype=f64) + 0.05
+    return hists / hists.sum(1, keepdim=True), M, g
+
+
+@pytest.mark.parametrize(("k", "reg"), [(2, 0.05), (3, 0.02)])
+def test_sinkhorn_barycenter_matches_pot_with_uniform_weights(k, reg):
+    hists, M, _ = _barycenter_problem(k)
+    ours = tot.sinkhorn_barycenter(hists, M, reg, tol=1e-12)
+    ref = pot.bregman.barycenter(np_(hists).T, np_(M), reg, numItermax=100_000, stopThr=1e-13)
+    np.testing.assert_allclose(np_(ours), ref, atol=1e-10)
+    assert ours.sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+def _entropy(w):
+    return -(w[w > 0] * w[w > 0].log()).sum().item()
+
+
+def _barycenter_objective(p, hists, M, reg, weights):
+    """sum_k λ_k (<P_k, M> - ε H(P_k)), with the KL form of sinkhorn_solve converted to Cuturi's."""
+    return sum(w.item() * (tot.sinkhorn_solve(h, p, M, reg, tol=1e-13, max_iter=100_000).value.item()
+                           - reg * (_entropy(h) + _entropy(p))) for h, w in zip(hists, weights, strict=True))
+
+
+def test_sinkhorn_barycenter_minimises_the_objective_with_uneven_weights():
+    """With uneven weights, the result beats POT 0.9's (whose first step uses the unweighted geometric
+    mean, so it converges to another point) and every small perturbation of it."""
+    hists, M, g = _barycenter_problem(2)
+    weights, reg = torch.tensor([0.3, 0.7], dtype=f64), 0.05
+    ours = tot.sinkhorn_barycenter(hists, M, reg, weights, tol=1e-12)
+    best = _barycenter_objective(ours, hists, M, reg, weights)
+    ref = torch.as_tensor(pot.bregman.barycenter(np_(hists).T, np_(M), reg, np_(weights), numItermax=100_000,
+                                                 stopThr=1e-13))
+    assert best <= _barycenter_objective(ref / ref.sum(), hists, M, reg, weights) + 1e-12
+    for _ in range(3):
+        moved = ours * torch.exp(0.05 * torch.randn(30, generator=g, dtype=f64))
+        assert best < _barycenter_objective(moved / moved.sum(), hists, M, reg, weights)
+
+
+def test_sinkhorn_barycenter_of_one_histogram_with_itself_keeps_its_mean():
+    """The barycenter of a histogram with itself is (a blurred copy of) it: same mean."""
+    grid = torch.arange(40.0, dtype=f64)
+    h = torch.exp(-0.5 * ((grid - 15) / 3) ** 2)
+    h = h / h.sum()
+    M = (grid[:, None] - grid[None, :]) ** 2 / 39**2
+    p = tot.sinkhorn_barycenter(torch.stack([h, h]), M, 1e-3, tol=1e-10)
+    assert (p * grid).sum().item() == pytest.approx((h * grid).sum().item(), abs=1e-6)
+
+
+def test_sinkhorn_barycenter_checks_its_arguments_and_warns():
+    M = torch.rand(4, 4, dtype=f64)
+    h = torch.full((2, 4), 0.25, dtype=f64)
+    with pytest.raises(ValueError, match=r"hists must have shape \(K, n\)"):
+        tot.sinkhorn_barycenter(h[0], M, 0.1)
+    with pytest.raises(ValueError, match=r"M must have shape \(n, n\) = \(4, 4\)"):
+        tot.sinkhorn_barycenter(h, M[:3], 0.1)
+    with pytest.raises(ValueError, match="hists must sum to 1"):
+        tot.sinkhorn_barycenter(2 * h, M, 0.1)
+    with pytest.raises(ValueError, match="weights must sum to 1"):
+        tot.sinkhorn_barycenter(h, M, 0.1, torch.tensor([0.5, 0.6], dtype=f64))
+    with pytest.raises(ValueError, match=r"weights must have shape \(2,\)"):
+        tot.sinkhorn_barycenter(h, M, 0.1, torch.tensor([1.0], dtype=f64))
+    with pytest.raises(ValueError, match="reg must be > 0"):
+        tot.sinkhorn_barycenter(h, M, -0.1)
+    with pytest.raises(TypeError, match="must share a dtype"):
+        tot.sinkhorn_barycenter(h.float(), M, 0.1)
+    with pytest.raises(ValueError, match="max_iter must be >= 1"):
+        tot.sinkhorn_barycenter(h, M, 0.1, max_iter=0)
+    with pytest.raises(ValueError, match="M must be finite"):
+        tot.sinkhorn_barycenter(h, torch.full((4, 4), float("nan"), dtype=f64), 0.1)
+    hists = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]], dtype=f64)
+    with pytest.warns(tot.ConvergenceWarning, match="raise reg"):
+        tot.sinkhorn_barycenter(hists, M, 0.01, max_iter=2)

@@ -19,9 +19,10 @@ math                                code                     shape
 :math:`c` (clipping bound)          ``clip``                 scalar
 ==================================  =======================  ===============
 
-The networks are plain MLPs: :class:`Generator` and :class:`Critic` (ReLU, as in Gulrajani et
-al.'s toy experiments); any module that maps ``(B, d)`` to ``(B,)`` can serve as the critic, e.g.
-:class:`tutorlib.ot.Critic` from the optimal-transport chapter.
+The networks are plain MLPs: :class:`Generator`, and :class:`Critic`, which *is*
+:class:`tutorlib.ot.Critic` (one MLP critic for both chapters; here with ReLU layers, as in
+Gulrajani et al.'s toy experiments). Any module that maps ``(B, d)`` to ``(B,)`` can serve as the
+critic.
 
 References:
     Goodfellow et al. (2014), "Generative adversarial nets", NeurIPS.
@@ -58,6 +59,7 @@ from tutorlib.validation import (
 __all__ = [
     "LOSSES",
     "PUBLISHED",
+    "Critic",
     "GANConfig",
     "GANRun",
     "Generator",
@@ -231,30 +233,9 @@ class Generator(nn.Module):
         return out + self.skip * z if self.skip else out
 
 
-class Critic(nn.Module):
-    r"""An MLP discriminator or critic :math:`D_\phi: \mathbb R^d \to \mathbb R`. Shapes: ``(B, d) -> (B,)``.
-
-    ReLU hidden layers and a linear output: a logit for the classic games, a score for WGANs.
-    Gulrajani et al.'s toy experiments use this shape with three hidden layers of width 512.
-
-    Args:
-        in_dim: :math:`d`; hidden: width of each hidden layer; layers: number of hidden layers.
-    """
-
-    def __init__(self, in_dim: int = 2, hidden: int = 128, layers: int = 3) -> None:
-        super().__init__()
-        for name, value in (("in_dim", in_dim), ("hidden", hidden), ("layers", layers)):
-            check_int(name, value)
-        blocks: list[nn.Module] = []
-        width = in_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        blocks.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)  # (B, 1) -> (B,)
+#: The MLP critic/discriminator is :class:`tutorlib.ot.Critic` (one class for both chapters); this
+#: chapter builds it with ReLU layers, ``Critic(2, 64, 3, activation="relu")``.
+Critic = tot.Critic
 
 
 # --------------------------------------------------------------------------------------------

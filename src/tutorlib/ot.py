@@ -40,9 +40,17 @@ from scipy import sparse
 from scipy.optimize import linprog
 from torch import nn
 
-from tutorlib.validation import check_fields, check_int, check_nonnegative, check_positive, check_real
+from tutorlib.validation import (
+    check_choice,
+    check_fields,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+)
 
 __all__ = [
+    "ACTIVATIONS",
     "ConvergenceWarning",
     "Critic",
     "CriticConfig",
@@ -54,9 +62,11 @@ __all__ = [
     "dual_potentials",
     "emd",
     "emd_cost",
+    "gaussian_map",
     "gradient_penalty",
     "lipschitz_on_support",
     "sinkhorn",
+    "sinkhorn_barycenter",
     "sinkhorn_cost",
     "sinkhorn_divergence",
     "sinkhorn_solve",
@@ -574,6 +584,85 @@ def sinkhorn_divergence(
     return ab - 0.5 * (aa + bb)
 
 
+def sinkhorn_barycenter(
+    hists: torch.Tensor,
+    M: torch.Tensor,
+    reg: float,
+    weights: torch.Tensor | None = None,
+    max_iter: int = 10_000,
+    tol: float = 1e-9,
+) -> torch.Tensor:
+    r"""The entropic Wasserstein barycenter of ``K`` histograms on one grid (iterative Bregman projections).
+
+    .. math::  p = \arg\min_{p \in \Delta_n} \sum_k \lambda_k \min_{P_k \in U(a_k, p)}
+               \langle P_k, M\rangle - \varepsilon H(P_k)
+
+    Each plan has the form :math:`P_k = \mathrm{diag}(u_k)\, e^{-M/\varepsilon}\, \mathrm{diag}(v_k)`.
+    One iteration fixes the first marginals, :math:`u_k = a_k / (K v_k)`, then replaces the
+    second marginals :math:`q_k = v_k \odot K^\top u_k` by their weighted geometric mean
+    :math:`p = \prod_k q_k^{\lambda_k}` (:math:`v_k \leftarrow v_k \odot p / q_k`). Everything is
+    done on logarithms (log-sum-exp), like :func:`sinkhorn_solve`. It stops when every
+    :math:`q_k` is within ``tol`` of :math:`p` in L1, and warns with :class:`ConvergenceWarning`
+    if ``max_iter`` comes first. Same iterations as POT's ``ot.bregman.barycenter``.
+
+    Args:
+        hists: ``(K, n)``, one probability vector per row: the :math:`a_k`.
+        M: ``(n, n)`` cost between the grid points.
+        reg: :math:`\varepsilon > 0`, in the units of ``M``.
+        weights: ``(K,)`` barycentric weights :math:`\lambda` (a probability vector); ``None``
+            for uniform.
+        max_iter: most iterations; tol: L1 tolerance on the disagreement of the :math:`q_k`.
+
+    Returns:
+        The barycenter :math:`p`, ``(n,)``.
+
+    References:
+        Agueh & Carlier (2011), "Barycenters in the Wasserstein space", SIAM J. Math. Anal.;
+        Benamou, Carlier, Cuturi, Nenna & Peyré (2015), "Iterative Bregman projections for
+        regularized transportation problems", SIAM J. Sci. Comput.
+    """
+    hists = _as_tensor(hists, "hists")
+    if hists.ndim != 2 or hists.shape[0] < 1:
+        raise ValueError(f"hists must have shape (K, n) with K >= 1 histograms, got {tuple(hists.shape)}")
+    k, n = hists.shape
+    M = _as_tensor(M, "M")
+    if M.shape != (n, n):
+        raise ValueError(f"M must have shape (n, n) = ({n}, {n}) to match hists, got {tuple(M.shape)}")
+    hists = _as_weights(hists, "hists", n)
+    lam = (torch.full((k,), 1 / k, dtype=hists.dtype) if weights is None
+           else _as_weights(weights, "weights", k, batched=False))
+    if hists.dtype != M.dtype or lam.dtype != M.dtype:
+        raise TypeError(f"hists, weights and M must share a dtype, got {hists.dtype}, {lam.dtype}, {M.dtype}")
+    reg = _check_reg(reg)
+    check_int("max_iter", max_iter)
+    tol = check_nonnegative("tol", tol)
+    tol_used = max(tol, 50 * torch.finfo(M.dtype).eps)
+
+    log_kernel = -M / reg  # (n, n)
+    log_a = torch.log(hists)  # (K, n); log 0 = -inf: empty bins send no mass
+    log_v = torch.zeros_like(log_a)
+    converged, err = False, float("inf")
+    with torch.no_grad():
+        for _ in range(max_iter):
+            log_u = log_a - torch.logsumexp(log_kernel[None] + log_v[:, None, :], dim=-1)  # a / (K v)
+            log_q = log_v + torch.logsumexp(log_kernel[None] + log_u[:, :, None], dim=-2)  # v * K^T u
+            log_p = (lam[:, None] * log_q).sum(0)  # weighted geometric mean, (n,)
+            err = (log_q.exp() - log_p.exp()[None]).abs().sum(-1).max().item()
+            if err <= tol_used:
+                converged = True
+                break
+            log_v = log_v + log_p[None] - log_q
+    if not converged:
+        warnings.warn(
+            f"sinkhorn_barycenter stopped after max_iter={max_iter} iterations with error {err:.2e} > "
+            f"tol={tol_used:.1e}. Raise max_iter (small reg converges slowly), raise reg (now {reg:g}), "
+            "or loosen tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return log_p.exp()
+
+
 # --------------------------------------------------------------------------------------------
 # 4. displacement interpolation (McCann)
 # --------------------------------------------------------------------------------------------
@@ -608,6 +697,71 @@ def displacement_interpolation(
     return (1 - t) * x[i] + t * y[j], plan[i, j]
 
 
+def _as_mean_cov(mean: object, cov: object, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    for label, value in ((f"mean_{name}", mean), (f"cov_{name}", cov)):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(f"{label} must be a floating-point torch.Tensor, got {type(value).__name__}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{label} must be finite (no NaN or inf)")
+    d = mean.shape[0] if mean.ndim == 1 else -1  # type: ignore[union-attr]
+    if d < 1:
+        raise ValueError(f"mean_{name} must have shape (d,) with d >= 1, got {tuple(mean.shape)}")  # type: ignore
+    if cov.shape != (d, d):  # type: ignore[union-attr]
+        raise ValueError(f"cov_{name} must have shape (d, d) = ({d}, {d}), got {tuple(cov.shape)}")  # type: ignore
+    cov = cov.double()  # type: ignore[union-attr]
+    if not torch.allclose(cov, cov.T, rtol=1e-8, atol=1e-10):
+        raise ValueError(f"cov_{name} must be symmetric")
+    if torch.linalg.eigvalsh(cov).min() <= 0:
+        raise ValueError(f"cov_{name} must be positive definite (a non-degenerate Gaussian)")
+    return mean.double(), cov  # type: ignore[union-attr]
+
+
+def _sqrtm_spd(S: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a symmetric positive (semi-)definite matrix, by eigh."""
+    w, V = torch.linalg.eigh(S)
+    return (V * w.clamp_min(0).sqrt()) @ V.T
+
+
+def gaussian_map(
+    mean_x: torch.Tensor, cov_x: torch.Tensor, mean_y: torch.Tensor, cov_y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Brenier's optimal map for :math:`W_2` between two Gaussians: :math:`T(x) = A x + b`.
+
+    .. math::  A = \Sigma_x^{-1/2} \big(\Sigma_x^{1/2} \Sigma_y \Sigma_x^{1/2}\big)^{1/2} \Sigma_x^{-1/2},
+               \qquad b = m_y - A\, m_x.
+
+    :math:`A` is symmetric positive definite, so :math:`T = \nabla\varphi` with the convex
+    :math:`\varphi(x) = \tfrac12 x^\top A x + b^\top x` (Brenier's theorem), and
+    :math:`A \Sigma_x A = \Sigma_y`: :math:`T` pushes :math:`\mathcal N(m_x, \Sigma_x)` onto
+    :math:`\mathcal N(m_y, \Sigma_y)`. Its cost is
+    :math:`W_2^2 = \lVert m_x - m_y\rVert^2 + \operatorname{tr}\big(\Sigma_x + \Sigma_y
+    - 2(\Sigma_x^{1/2}\Sigma_y\Sigma_x^{1/2})^{1/2}\big)`, the Fréchet distance.
+
+    Args:
+        mean_x: ``(d,)``; cov_x: ``(d, d)`` symmetric positive definite; mean_y, cov_y: the same
+            for the target.
+
+    Returns:
+        ``A`` ``(d, d)`` and ``b`` ``(d,)`` in float64; map points with ``x @ A.T + b`` (POT's
+        ``ot.gaussian.bures_wasserstein_mapping`` returns the same pair).
+
+    References:
+        Brenier (1991), "Polar factorization and monotone rearrangement of vector-valued
+        functions"; Peyré & Cuturi (2019), Remark 2.31.
+    """
+    mean_x, cov_x = _as_mean_cov(mean_x, cov_x, "x")
+    mean_y, cov_y = _as_mean_cov(mean_y, cov_y, "y")
+    if mean_x.shape != mean_y.shape:
+        raise ValueError(f"mean_x and mean_y must have the same dimension, got {tuple(mean_x.shape)} "
+                         f"and {tuple(mean_y.shape)}")
+    root = _sqrtm_spd(cov_x)  # Σx^{1/2}
+    w, V = torch.linalg.eigh(cov_x)
+    inv_root = (V / w.sqrt()) @ V.T  # Σx^{-1/2}
+    A = inv_root @ _sqrtm_spd(root @ cov_y @ root) @ inv_root
+    A = 0.5 * (A + A.T)  # symmetric up to round-off
+    return A, mean_y - A @ mean_x
+
+
 # --------------------------------------------------------------------------------------------
 # 5. the dual view: a 1-Lipschitz critic (Kantorovich–Rubinstein, WGAN-GP)
 # --------------------------------------------------------------------------------------------
@@ -615,7 +769,7 @@ def displacement_interpolation(
 class CriticConfig:
     """Hyperparameters of :func:`train_critic` (defaults from WGAN-GP where they apply)."""
 
-    hidden: int = 64  #: width of the two hidden layers
+    hidden: int = 64  #: width of the two hidden (SiLU) layers of the :class:`Critic`
     steps: int = 500  #: full-batch Adam steps (enough for a few hundred 2-D points)
     lr: float = 1e-3  #: Adam learning rate
     betas: tuple[float, float] = (0.5, 0.9)  #: Adam betas (Gulrajani et al. 2017)
@@ -632,23 +786,46 @@ def _check_betas(name: str, value: object) -> tuple[float, float]:
     return tuple(check_real(f"{name} entries", b, 0.0, 1.0, high_open=True) for b in value)  # type: ignore
 
 
-class Critic(nn.Module):
-    r"""A small MLP critic :math:`f_\theta: \mathbb{R}^d \to \mathbb{R}`. Shapes: ``(N, d) -> (N,)``."""
+#: The hidden-layer activations :class:`Critic` offers.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 
-    def __init__(self, dim: int = 2, hidden: int = 64) -> None:
+
+class Critic(nn.Module):
+    r"""An MLP critic or GAN discriminator :math:`f_\theta: \mathbb{R}^d \to \mathbb{R}`; ``(N, d) -> (N,)``.
+
+    ``layers`` hidden layers of width ``hidden``, each a linear map and then ``activation``, and a
+    linear output (a score for a WGAN critic, a logit for a classic discriminator). The one MLP
+    critic of tutorlib: this chapter's :func:`train_critic` uses two SiLU layers (smooth, so the
+    gradient penalty sees a smooth gradient), the GAN chapter uses ReLU layers as in Gulrajani et
+    al.'s toy experiments (``tutorlib.gan.Critic`` is this class).
+
+    Args:
+        in_dim: :math:`d`, the dimension of the points.
+        hidden: width of each hidden layer.
+        layers: number of hidden layers (>= 1).
+        activation: one of :data:`ACTIVATIONS` (``"silu"``, ``"relu"``, ``"leaky_relu"``).
+    """
+
+    def __init__(self, in_dim: int = 2, hidden: int = 64, layers: int = 2, activation: str = "silu") -> None:
         super().__init__()
-        self.dim = check_int("dim", dim)
+        self.in_dim = check_int("in_dim", in_dim)
         check_int("hidden", hidden)
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1)
-        )
+        check_int("layers", layers)
+        act = ACTIVATIONS[check_choice("activation", activation, tuple(ACTIVATIONS))]
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), act()]
+            width = hidden
+        blocks.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2
-                or x.shape[1] != self.dim):
-            raise ValueError(f"x must be a floating-point tensor (N, {self.dim}), got "
+                or x.shape[1] != self.in_dim):
+            raise ValueError(f"x must be a floating-point tensor (N, {self.in_dim}), got "
                              f"{getattr(x, 'shape', type(x).__name__)} {getattr(x, 'dtype', '')}")
-        return self.net(x).squeeze(-1)
+        return self.net(x).squeeze(-1)  # (N, 1) -> (N,)
 
 
 def critic_estimate(critic: CriticFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -728,7 +905,7 @@ def train_critic(
     if not isinstance(config, CriticConfig):
         raise TypeError(f"config must be a CriticConfig or None, got {type(config).__name__}")
     config.__post_init__()  # fields may have been changed after construction
-    critic = Critic(x.shape[1], config.hidden).to(device=x.device, dtype=x.dtype)
+    critic = Critic(x.shape[1], config.hidden, layers=2, activation="silu").to(device=x.device, dtype=x.dtype)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
     history = []
     for _ in trange(config.steps, desc="critic", disable=not progress, leave=False):
