@@ -334,6 +334,16 @@ def test_ddpg_critic_target_by_hand():
     # targets: 1 + 0.9 * 10 = 10 and 1 (terminated); Q = 0, so the loss is (100 + 1) / 2
     assert critic_loss.item() == pytest.approx(50.5)
     assert actor_loss.item() == pytest.approx(0.0)
+    # clipped double-Q: the target uses the smaller target critic (4, not 10), and both critics
+    # (Q1 = 0, Q2 = 2) regress on it: targets 1 + 0.9 * 4 = 4.6 and 1
+    critic_loss, _ = rl.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0), batch,
+                                    gamma=0.9, critic2=Constant(2.0), critic2_target=Constant(4.0))
+    assert critic_loss.item() == pytest.approx((4.6**2 + 1) / 2 + (2.6**2 + 1) / 2)
+    with pytest.raises(ValueError, match="critic2 and critic2_target go together"):
+        rl.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0), batch, 0.9,
+                       critic2=Constant(2.0))
+    with pytest.raises(TypeError, match="twin_critics must be a bool"):
+        rl.DDPGConfig(twin_critics="yes")
 
 
 def test_gaussian_exploration_stays_in_bounds_and_has_the_right_scale():
@@ -367,6 +377,11 @@ def test_short_training_runs_return_what_they_promise():
                                        checkpoint_steps=(0, 100), progress=False))
     assert len(ddpg.history["critic_loss"]) == 80 and sorted(ddpg.checkpoints) == [0, 100]
     assert isinstance(ddpg.critic, rl.QNetwork) and ac.critic is None
+    twin = rl.train_ddpg(rl.DDPGConfig(total_steps=120, learning_starts=40, batch_size=16,
+                                       twin_critics=True, checkpoint_steps=(0,), progress=False))
+    # the second critic is made last, so the actor starts from the same weights as plain DDPG's
+    assert len(twin.history["critic_loss"]) == 80 and isinstance(twin.critic, rl.QNetwork)
+    torch.testing.assert_close(twin.checkpoints[0], ddpg.checkpoints[0])
     episode = rl_envs.record_episode("Pendulum-v1", ddpg.model, seed=0, max_steps=7)
     assert episode["obs"].shape == (8, 3) and episode["actions"].shape == (7, 1)
     assert np.all(np.abs(episode["actions"]) <= 2.0)

@@ -943,7 +943,8 @@ def gaussian_exploration(
 
 def ddpg_losses(
     actor: nn.Module, critic: nn.Module, actor_target: nn.Module, critic_target: nn.Module,
-    batch: Batch, gamma: float,
+    batch: Batch, gamma: float, critic2: nn.Module | None = None,
+    critic2_target: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""DDPG's two losses on one minibatch (Silver et al., 2014; Lillicrap et al., 2016).
 
@@ -962,6 +963,11 @@ def ddpg_losses(
         \nabla_\theta L_\mu = -\frac1B\sum_i \nabla_\theta\mu_\theta(s_i)\,
             \nabla_a Q_\phi(s_i, a)\big|_{a=\mu_\theta(s_i)}.
 
+    With a second critic ``critic2`` and its target (TD3's *clipped double-Q*, Fujimoto et al.,
+    2018) the target takes the smaller of the two target critics,
+    :math:`y = r + \gamma(1 - \mathrm{term}) \min_{k=1,2} Q'_k(s', \mu'(s'))`, both critics
+    regress on it (``critic_loss`` is the sum), and the actor still climbs the first critic.
+
     Returns:
         ``(critic_loss, actor_loss)``; step the critic's optimiser on the first and the actor's
         on the second (the actor loss also puts gradients on the critic: zero them first).
@@ -969,14 +975,24 @@ def ddpg_losses(
     gamma = _check_unit_interval("gamma", gamma)
     if not isinstance(batch, Batch):
         raise TypeError(f"batch must be a Batch, got {type(batch).__name__}")
-    for name, net in (("actor", actor), ("critic", critic), ("actor_target", actor_target),
-                      ("critic_target", critic_target)):
+    nets = [("actor", actor), ("critic", critic), ("actor_target", actor_target),
+            ("critic_target", critic_target)]
+    if (critic2 is None) != (critic2_target is None):
+        raise ValueError("critic2 and critic2_target go together: give both (clipped double-Q) or neither")
+    if critic2 is not None:
+        nets += [("critic2", critic2), ("critic2_target", critic2_target)]
+    for name, net in nets:
         if not isinstance(net, nn.Module):
             raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
     with torch.no_grad():
-        next_q = critic_target(batch.next_obs, actor_target(batch.next_obs))
+        next_actions = actor_target(batch.next_obs)
+        next_q = critic_target(batch.next_obs, next_actions)
+        if critic2_target is not None:  # TD3: the smaller of two estimates
+            next_q = torch.minimum(next_q, critic2_target(batch.next_obs, next_actions))
         target = batch.rewards + gamma * (1.0 - batch.terminated) * next_q
     critic_loss = (critic(batch.obs, batch.actions) - target).pow(2).mean()
+    if critic2 is not None:
+        critic_loss = critic_loss + (critic2(batch.obs, batch.actions) - target).pow(2).mean()
     actor_loss = -critic(batch.obs, actor(batch.obs)).mean()
     return critic_loss, actor_loss
 
@@ -1003,6 +1019,8 @@ class DDPGConfig:
     hidden: int = 64
     bootstrap_truncated: bool = True
     """False stores time-limit truncations as terminal states: a common bug, kept for the exercise"""
+    twin_critics: bool = False
+    """True: TD3's clipped double-Q target (two critics, the smaller target); nothing else of TD3"""
     checkpoint_steps: tuple[int, ...] = ()
     progress: bool = True
 
@@ -1014,6 +1032,9 @@ class DDPGConfig:
             "learning_starts": (check_int, 0), "policy_frequency": check_int, "hidden": check_int,
             "checkpoint_steps": _check_steps,
         })
+        for name in ("bootstrap_truncated", "twin_critics", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"DDPGConfig.{name} must be a bool, got {getattr(self, name)!r}")
         if self.batch_size > self.buffer_size:
             raise ValueError(f"batch_size={self.batch_size} exceeds buffer_size={self.buffer_size}")
 
@@ -1043,6 +1064,12 @@ def train_ddpg(config: DDPGConfig) -> TrainResult:
     actor_opt = torch.optim.Adam(actor.parameters(), lr=config.learning_rate)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=config.learning_rate)
     buffer = ReplayBuffer(config.buffer_size, obs_dim, act_dim)
+    twins: dict[str, nn.Module] = {}
+    if config.twin_critics:  # made last, so the other networks start as in plain DDPG
+        twins["critic2"] = QNetwork(obs_dim, act_dim, config.hidden)
+        twins["critic2_target"] = copy.deepcopy(twins["critic2"])
+        critic_opt = torch.optim.Adam([*critic.parameters(), *twins["critic2"].parameters()],
+                                      lr=config.learning_rate)
 
     tracker = EpisodeTracker(1)
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}
@@ -1071,7 +1098,7 @@ def train_ddpg(config: DDPGConfig) -> TrainResult:
             if step >= config.learning_starts:
                 batch = buffer.sample(config.batch_size, rng)
                 critic_loss, _ = ddpg_losses(actor, critic, actor_target, critic_target, batch,
-                                             config.gamma)
+                                             config.gamma, **twins)
                 critic_opt.zero_grad()
                 critic_loss.backward()
                 critic_opt.step()
@@ -1082,6 +1109,8 @@ def train_ddpg(config: DDPGConfig) -> TrainResult:
                     actor_opt.step()
                     polyak_update(actor_target, actor, config.tau)
                     polyak_update(critic_target, critic, config.tau)
+                    if twins:
+                        polyak_update(twins["critic2_target"], twins["critic2"], config.tau)
                     history["actor_loss"].append(actor_loss.item())
                 history["critic_loss"].append(critic_loss.item())
     while pending:
