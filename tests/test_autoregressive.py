@@ -112,3 +112,7 @@ def test_bad_arguments_are_refused():
         ar.IAF(2).inverse(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 3\)"):
         ar.MaskedLinear(3, 2, torch.ones(3, 2))
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        ar.MaskedLinear(3, 2, torch.ones(2, 3))(torch.zeros(4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 3\)"):
+        ar.MaskedLinear(3, 2, torch.ones(2, 3))(torch.zeros(4, 1, 3))

@@ -283,6 +283,62 @@ def test_no_volume_preserving_flow_beats_the_bound(seed):
 # --------------------------------------------------------------------------------------------
 # images: dequantisation and bits/dim
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# multi-scale: squeeze and factor out
+# --------------------------------------------------------------------------------------------
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 4), w=st.integers(1, 4))
+def test_squeeze_is_pixel_unshuffle_and_unsqueeze_undoes_it(n, c, h, w):
+    x = torch.randn(n, c, 2 * h, 2 * w)
+    y = fl.squeeze2d(x)
+    torch.testing.assert_close(y, nn.functional.pixel_unshuffle(x, 2), rtol=0, atol=0)
+    torch.testing.assert_close(fl.unsqueeze2d(y), x, rtol=0, atol=0)
+    torch.testing.assert_close(fl.unsqueeze2d(y), nn.functional.pixel_shuffle(y, 2), rtol=0, atol=0)
+    # by hand: channel 4c + 2i + j at (a, b) is channel c at (2a + i, 2b + j)
+    assert y[0, 4 * (c - 1) + 2 * 1 + 0, h - 1, 0] == x[0, c - 1, 2 * (h - 1) + 1, 0]
+
+
+def test_squeeze_layer_is_a_permutation_and_factor_out_keeps_the_inner_log_det():
+    squeeze = fl.Squeeze(1, 8, 8)
+    x = torch.arange(64.0)[None]
+    y, log_det = squeeze(x)
+    assert sorted(y[0].tolist()) == x[0].tolist() and log_det.item() == 0
+    torch.testing.assert_close(squeeze.inverse(y), x, rtol=0, atol=0)
+    assert y[0, :4].tolist() == [0.0, 2.0, 4.0, 6.0]  # channel 0 = the pixels (2a, 2b) of row 0
+    torch.manual_seed(0)
+    inner = randomize(fl.Flow([fl.AffineCoupling(6, hidden=8), fl.Scaling(6)]), 1)
+    layer = fl.FactorOut(inner, 10)
+    x = torch.randn(5, 10)
+    y, log_det = layer(x)
+    torch.testing.assert_close(y[:, 6:], x[:, 6:], rtol=0, atol=0)  # factored out: untouched
+    torch.testing.assert_close(layer.inverse(y), x, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(log_det.detach().numpy(), reference_log_det(layer, x), atol=1e-10)
+    flow = fl.Flow([squeeze, fl.FactorOut(randomize(fl.AffineCoupling(32, hidden=8), 2), 64)])
+    x = torch.randn(3, 64)
+    np.testing.assert_allclose(flow(x)[1].detach().numpy(), reference_log_det(flow, x), atol=1e-10)
+
+
+def test_squeeze_and_factor_out_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="even height and width"):
+        fl.squeeze2d(torch.zeros(1, 1, 3, 4))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, C, H, W\)"):
+        fl.squeeze2d(torch.zeros(4, 4))
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        fl.squeeze2d(torch.zeros(1, 1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="x must be finite"):
+        fl.unsqueeze2d(torch.full((1, 4, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="multiple of 4 channels"):
+        fl.unsqueeze2d(torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ValueError, match="height and width must be even"):
+        fl.Squeeze(1, 7, 8)
+    with pytest.raises(ValueError, match="channels must be >= 1"):
+        fl.Squeeze(0, 8, 8)
+    with pytest.raises(TypeError, match="inner must be a FlowLayer"):
+        fl.FactorOut(nn.Linear(2, 2), 4)
+    with pytest.raises(ValueError, match=r"dim must exceed inner.dim = 4"):
+        fl.FactorOut(fl.Scaling(4), 4)
+
+
 def test_names_other_chapters_import_stay_importable_from_flows():
     from tutorlib import cnf, toy2d
 

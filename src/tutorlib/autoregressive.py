@@ -53,6 +53,8 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_features) -> (N, out_features)``: :math:`x (W \\odot M)^\\top + b`."""
+        x = check_tensor("x", x, ("N", self.in_features), finite=False)
         return nn.functional.linear(x, self.weight * self.mask, self.bias)
 
 

@@ -70,6 +70,7 @@ from tutorlib.validation import (
     check_nonnegative,
     check_positive,
     check_real,
+    check_tensor,
     optional,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "FactorOut",
     "Flow",
     "FlowLayer",
     "Invertible1x1",
@@ -85,6 +87,7 @@ __all__ = [
     "Permutation",
     "Reverse",
     "Scaling",
+    "Squeeze",
     "TrainConfig",
     "autograd_log_det",
     "base_log_prob",
@@ -97,7 +100,9 @@ __all__ = [
     "make_realnvp",
     "mlp",
     "nll",
+    "squeeze2d",
     "train_flow",
+    "unsqueeze2d",
     "volume_preserving_nll_bound",
 ]
 
@@ -486,6 +491,93 @@ class Logit(FlowLayer):
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# multi-scale: squeeze and factor out (RealNVP §3.6, Glow §2)
+# --------------------------------------------------------------------------------------------
+def squeeze2d(x: torch.Tensor) -> torch.Tensor:
+    """Trade space for channels: ``(N, C, H, W) -> (N, 4C, H/2, W/2)``.
+
+    Every 2×2 block of pixels becomes 4 channels: output channel :math:`4c + 2i + j` at
+    :math:`(h, w)` is input channel :math:`c` at :math:`(2h + i, 2w + j)`. A reshape and a
+    transpose, so a permutation of the entries: :math:`\\log|\\det| = 0` (the same as
+    ``torch.nn.functional.pixel_unshuffle(x, 2)``).
+    """
+    x = check_tensor("x", x, ("N", "C", "H", "W"))
+    n, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"x must have even height and width to squeeze, got {h}x{w}")
+    x = x.reshape(n, c, h // 2, 2, w // 2, 2)  # (N, C, H/2, i, W/2, j)
+    return x.permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
+
+
+def unsqueeze2d(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`squeeze2d`: ``(N, 4C, H, W) -> (N, C, 2H, 2W)``."""
+    x = check_tensor("x", x, ("N", "C", "H", "W"))
+    n, c4, h, w = x.shape
+    if c4 % 4:
+        raise ValueError(f"x must have a multiple of 4 channels to unsqueeze, got {c4}")
+    x = x.reshape(n, c4 // 4, 2, 2, h, w)  # (N, C, i, j, H, W)
+    return x.permute(0, 1, 4, 2, 5, 3).reshape(n, c4 // 4, 2 * h, 2 * w)
+
+
+class Squeeze(FlowLayer):
+    """:func:`squeeze2d` on flattened images: ``(N, C·H·W)`` in, ``(N, 4C·H/2·W/2)`` out.
+
+    The output is flattened channel by channel, so the first half of the features are the first
+    :math:`2C` channels: a coupling layer that splits features in halves after a squeeze is
+    RealNVP's *channel-wise* mask. :math:`\\log|\\det| = 0`.
+
+    Args:
+        channels, height, width: the image shape :math:`(C, H, W)`; ``height`` and ``width`` even.
+    """
+
+    def __init__(self, channels: int, height: int, width: int) -> None:
+        self.shape = (check_int("channels", channels), check_int("height", height), check_int("width", width))
+        if height % 2 or width % 2:
+            raise ValueError(f"height and width must be even to squeeze, got {height}x{width}")
+        super().__init__(channels * height * width)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = squeeze2d(x.reshape(-1, *self.shape)).reshape(x.shape[0], -1)
+        return y, x.new_zeros(x.shape[0])
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        return unsqueeze2d(y.reshape(-1, 4 * c, h // 2, w // 2)).reshape(y.shape[0], -1)
+
+
+class FactorOut(FlowLayer):
+    """Send some features straight to the base distribution; keep transforming the others.
+
+    ``FactorOut(inner, dim)`` acts on ``dim`` features: the first ``inner.dim`` go through
+    ``inner``, the remaining ``dim - inner.dim`` leave unchanged, so every layer inside ``inner``
+    (and after) works on fewer features. The Jacobian is block diagonal with an identity block:
+    :math:`\\log|\\det| = \\log|\\det J_{\\text{inner}}|`. The factored-out features are final
+    latents, modelled by the base :math:`N(0, I)` (RealNVP §3.6; Glow's multi-scale architecture).
+
+    Args:
+        inner: the :class:`FlowLayer` (often a :class:`Flow`) for the kept features.
+        dim: the total number of features, more than ``inner.dim``.
+    """
+
+    def __init__(self, inner: FlowLayer, dim: int) -> None:
+        if not isinstance(inner, FlowLayer):
+            raise TypeError(f"inner must be a FlowLayer, got {type(inner).__name__}")
+        dim = check_int("dim", dim, 2)
+        if not inner.dim < dim:
+            raise ValueError(f"dim must exceed inner.dim = {inner.dim} (some features must be factored out), "
+                             f"got dim={dim}")
+        super().__init__(dim)
+        self.inner = inner
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, log_det = self.inner._forward(x[:, : self.inner.dim])
+        return torch.cat([y, x[:, self.inner.dim :]], dim=1), log_det
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner._inverse(y[:, : self.inner.dim]), y[:, self.inner.dim :]], dim=1)
 
 
 # --------------------------------------------------------------------------------------------
