@@ -594,13 +594,13 @@ def sinkhorn_barycenter(
 ) -> torch.Tensor:
     r"""The entropic Wasserstein barycenter of ``K`` histograms on one grid (iterative Bregman projections).
 
-    .. math::  p = \arg\min_{p \in \Delta_n} \sum_k \lambda_k \min_{P_k \in U(a_k, p)}
+    .. math::  p = \arg\min_{p \in \Delta_n} \sum_k w_k \min_{P_k \in U(a_k, p)}
                \langle P_k, M\rangle - \varepsilon H(P_k)
 
     Each plan has the form :math:`P_k = \mathrm{diag}(u_k)\, e^{-M/\varepsilon}\, \mathrm{diag}(v_k)`.
     One iteration fixes the first marginals, :math:`u_k = a_k / (K v_k)`, then replaces the
     second marginals :math:`q_k = v_k \odot K^\top u_k` by their weighted geometric mean
-    :math:`p = \prod_k q_k^{\lambda_k}` (:math:`v_k \leftarrow v_k \odot p / q_k`). Everything is
+    :math:`p = \prod_k q_k^{w_k}` (:math:`v_k \leftarrow v_k \odot p / q_k`). Everything is
     done on logarithms (log-sum-exp), like :func:`sinkhorn_solve`. It stops when every
     :math:`q_k` is within ``tol`` of :math:`p` in L1, and warns with :class:`ConvergenceWarning`
     if ``max_iter`` comes first. Same iterations as POT's ``ot.bregman.barycenter``.
@@ -609,7 +609,7 @@ def sinkhorn_barycenter(
         hists: ``(K, n)``, one probability vector per row: the :math:`a_k`.
         M: ``(n, n)`` cost between the grid points.
         reg: :math:`\varepsilon > 0`, in the units of ``M``.
-        weights: ``(K,)`` barycentric weights :math:`\lambda` (a probability vector); ``None``
+        weights: ``(K,)`` barycentric weights :math:`w` (a probability vector); ``None``
             for uniform.
         max_iter: most iterations; tol: L1 tolerance on the disagreement of the :math:`q_k`.
 
