@@ -1,6 +1,6 @@
 """One home for the log-log slope that several chapters fit to measurements.
 
-``tutorlib.flash.loglog_slope`` and ``tutorlib.receptive_field.power_law_exponent`` are this
+``tutorlib.flash.loglog_slope`` and ``tutorlib.erf.power_law_exponent`` are this
 function under the names their chapters use.
 """
 
