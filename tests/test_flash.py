@@ -229,6 +229,17 @@ def test_triton_kernel_matches_sdpa_in_the_interpreter(n_q, n_k, d, causal):
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+@interpreter_only
+@pytest.mark.parametrize(("n_q", "n_k", "block_m", "block_n"),
+                         [(70, 70, 16, 32), (70, 70, 32, 16), (40, 70, 32, 16)])
+def test_triton_causal_stages_with_unequal_blocks_match_sdpa(n_q, n_k, block_m, block_n):
+    """The causal loop's mask-free stage ends at the last key block before the first query row;
+    with block_m != block_n that boundary falls inside query blocks, so both stages run."""
+    q, k, v = qkv(1, 1, n_q, n_k, 16, dtype=torch.float32)
+    o = fl.flash_attention_triton(q, k, v, causal=True, block_m=block_m, block_n=block_n)
+    torch.testing.assert_close(o, sdpa(q, k, v, True), rtol=1e-5, atol=1e-6)
+
+
 COMPILE_FOR_A_GPU = """
 import os
 os.environ["TRITON_INTERPRET"] = "0"  # compile mode, although this machine has no GPU

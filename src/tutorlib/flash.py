@@ -590,24 +590,41 @@ if tl is not None:
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (base 2)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # unnormalised output
-        hi = n_k
-        if CAUSAL:  # keys after this block's last query are hidden: stop early
-            hi = tl.minimum(n_k, start_m + BLOCK_M)
-        for start_n in range(0, hi, BLOCK_N):
+        hi = n_k  # end of the key blocks this program visits
+        unmasked_end = n_k  # key blocks before this need no causal mask
+        if CAUSAL:
+            hi = tl.minimum(n_k, start_m + BLOCK_M)  # keys after the block's last query are hidden
+            # a key block that ends at or before the first query row is visible to every row
+            unmasked_end = tl.minimum((start_m // BLOCK_N) * BLOCK_N, hi)
+        # stage 1: the key blocks every query row of the block may see, no causal mask
+        for start_n in range(0, unmasked_end, BLOCK_N):
             cols = start_n + offs_n  # (BLOCK_N,) key indices
             kv_off = bh * n_k * HEAD_DIM + cols[:, None] * HEAD_DIM + offs_d[None, :]
             k = tl.load(K + kv_off, mask=cols[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
             v = tl.load(V + kv_off, mask=cols[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
             s = tl.where(cols[None, :] < n_k, s, float("-inf"))  # padding columns of the last block
-            if CAUSAL:
-                s = tl.where(cols[None, :] <= offs_m[:, None], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))  # (BLOCK_M,)
             p = tl.exp2(s - m_new[:, None])  # (BLOCK_M, BLOCK_N) = e^{τ q·k - m}
             alpha = tl.exp2(m_i - m_new)  # rescales the old sum and accumulator
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m_i = m_new
+        # stage 2 (causal only): the blocks on the diagonal, masked element by element
+        if CAUSAL:
+            for start_n in range(unmasked_end, hi, BLOCK_N):
+                cols = start_n + offs_n
+                kv_off = bh * n_k * HEAD_DIM + cols[:, None] * HEAD_DIM + offs_d[None, :]
+                k = tl.load(K + kv_off, mask=cols[:, None] < n_k, other=0.0)
+                v = tl.load(V + kv_off, mask=cols[:, None] < n_k, other=0.0)
+                s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+                s = tl.where((cols[None, :] < n_k) & (cols[None, :] <= offs_m[:, None]), s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                p = tl.exp2(s - m_new[:, None])
+                alpha = tl.exp2(m_i - m_new)
+                l_i = l_i * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+                m_i = m_new
 
         acc = acc / l_i[:, None]
         o_ptrs = Out + bh * n_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]

@@ -1042,7 +1042,14 @@ def _train_recall(
 # 5. timing
 # --------------------------------------------------------------------------------------------
 def min_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    """The fastest of ``repeats`` calls of ``fn()``, in seconds (the least disturbed by other jobs)."""
+    """The fastest of ``repeats`` calls of ``fn()``, in seconds of this process's CPU time.
+
+    CPU time (``time.process_time``: user + system time of this process, all its threads) is what
+    the call itself costs; wall-clock time would also count the moments the operating system gave
+    the core to other jobs, which on a shared machine inflates long calls more than short ones.
+    With ``torch.set_num_threads(1)`` the two agree on an idle machine. The minimum over repeats
+    removes the remaining disturbances (cache misses after another job ran, page faults).
+    """
     check_int("repeats", repeats)
     check_int("warmup", warmup, minimum=0)
     if not callable(fn):
@@ -1051,9 +1058,9 @@ def min_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> flo
         fn()
     best = math.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best
 
 
@@ -1094,7 +1101,7 @@ def graph_depth(output: torch.Tensor) -> int:
 
 
 def train_step_time(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, repeats: int = 3) -> float:
-    """Seconds for one forward + backward pass of ``model`` on a batch (min over ``repeats``)."""
+    """CPU seconds for one forward + backward pass of ``model`` on a batch (min over ``repeats``)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     dims: dict[str, int] = {}
