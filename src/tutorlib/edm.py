@@ -313,7 +313,7 @@ def gaussian_mixture_denoiser(means: torch.Tensor, std: float,
     .. math::  D(\hat x; \sigma) = \sum_k r_k(\hat x)
                \Big(\mu_k + \frac{\tau^2}{\tau^2+\sigma^2}(\hat x - \mu_k)\Big).
 
-    ``tutorlib.flows.sample_2d("8gaussians", ...)`` is such a mixture
+    ``tutorlib.toy2d.sample_2d("8gaussians", ...)`` is such a mixture
     (``means = 2 (cos, sin)(2πk/8)``, ``std = 0.2``).
 
     Args:
