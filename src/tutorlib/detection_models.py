@@ -748,7 +748,6 @@ def detect(
     return out
 
 
-@torch.no_grad()
 def detect_image_pyramid(
     model: TinyDetector,
     images: torch.Tensor,
@@ -781,16 +780,17 @@ def detect_image_pyramid(
     check_probability("iou_threshold", iou_threshold)
     check_probability("score_threshold", score_threshold)
     merged: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(len(images))]
+    images = images.detach()  # inference only
     for f in scales:
-        copy = images if f == 1 else F.interpolate(images, scale_factor=f, mode="bilinear")
-        for n, r in enumerate(detect(model, copy, num_classes, None, score_threshold)):
-            r = {**r, "boxes": r["boxes"] / f}
-            if f > 1:
+        copy = images if f == 1 else F.interpolate(images, scale_factor=f, mode="bilinear")  # f^2 pixels
+        for n, r in enumerate(detect(model, copy, num_classes, None, score_threshold)):  # no NMS yet
+            r = {**r, "boxes": r["boxes"] / f}  # back to the original image's pixels
+            if f > 1:  # an enlarged copy answers for the small objects only
                 keep = det.box_area(r["boxes"]).sqrt() < upscaled_max_side
                 r = {k: v[keep] for k, v in r.items()}
             merged[n].append(r)
     out = []
-    for parts in merged:
+    for parts in merged:  # one NMS over the boxes of every scale
         r = {k: torch.cat([p[k] for p in parts]) for k in ("boxes", "scores", "labels")}
         kept = det.batched_nms(r["boxes"], r["scores"], r["labels"], iou_threshold)
         out.append({k: v[kept] for k, v in r.items()})
