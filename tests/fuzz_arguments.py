@@ -112,7 +112,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("edm.ode_drift", "t", "float -1"): "the time domain depends on the schedule",
     ("edm.ode_drift", "schedule", "*"): "the schedule's name is a free label",
     ("sequence.scaled_dot_product_attention", "*", "tensor nan"): "every forward pass: no NaN scan",
-    ("sequence.softmax_attention", "*", "tensor nan"): "a timing helper around the attention",
     ("edm.edm_loss", "x0", "tensor nan"): "every training step: fit checks the data once",
     ("flash.Traffic.read", "name", "*"): "any matrix name",
     ("flash.Traffic.write", "name", "*"): "any matrix name",

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from tutorlib.efficient import DynamicLossScaler, checkpoint
-from tutorlib.validation import check_int, check_positive
+from tutorlib.sequence import scaled_dot_product_attention
+from tutorlib.validation import all_finite, check_int, check_positive
 
 __all__ = [
     "PRECISIONS",
@@ -333,17 +334,18 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
     Shapes: ``q, k, v`` ``(B, H, N, d)`` → ``(B, H, N, d)``. Autograd keeps the probabilities
     :math:`P` (:math:`N^2` per head) for backward; FlashAttention keeps only the output and one
-    log-sum-exp per row and recomputes :math:`P` block by block in backward.
+    log-sum-exp per row and recomputes :math:`P` block by block in backward. The arithmetic is
+    :func:`tutorlib.sequence.scaled_dot_product_attention`, the library's one softmax attention;
+    this wrapper adds the self-attention shape rule (one shape for ``q, k, v``).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
             raise ValueError(f"{name} must be a 4-D tensor (B, H, N, d)")
         if not t.is_floating_point():
             raise TypeError(f"{name} must be floating point, got {t.dtype}")
-        if not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise ValueError(f"{name} contains NaN or inf")
     if q.shape != k.shape or q.shape != v.shape:
         shapes = [tuple(t.shape) for t in (q, k, v)]
         raise ValueError(f"q, k, v must have one shape, got {shapes}")
-    p = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)  # (B, H, N, N)
-    return p @ v
+    return scaled_dot_product_attention(q, k, v)[0]  # keeps the (B, H, N, N) weights for backward
