@@ -1,5 +1,6 @@
 """The book's structure: every chapter is in _toc.yml, read the way the build reads it."""
 
+import re
 from pathlib import Path
 
 import bookcache
@@ -32,6 +33,9 @@ def test_chapter_pattern(md):
     assert "show_source(" in text, "show the tutorlib code the chapter teaches"
     assert text.count(":class: dropdown") >= 3, "at least three exercises with hidden solutions"
     assert "## References" in text
+    assert "\n## Summary" in text, "end the chapter's body with a summary"
+    others = set(re.findall(r"\{ref\}`chapter-(\w+)`", text)) - {md.stem}
+    assert others, "link at least one other chapter with {ref}`chapter-<name>`"
 
 
 def test_cache_key_of_the_tests_matches_the_build(tmp_path):
