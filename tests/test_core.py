@@ -84,6 +84,13 @@ def test_show_source_shows_the_real_code_with_its_location():
     assert "return (x @ w + b > 0)" in show_source(neuron, docstring=False).data
 
 
+def test_show_source_sees_through_a_decorator():
+    from tutorlib import gan
+
+    md = show_source(gan.clip_weights, docstring=False).data  # wrapped by @torch.no_grad()
+    assert "`tutorlib/gan.py`, lines" in md and "def clip_weights(" in md
+
+
 def test_show_source_refuses_code_outside_tutorlib_and_non_functions():
     with pytest.raises(TypeError, match="only shows tutorlib code"):
         show_source(pytest.raises)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tutorlib import gan
+from tutorlib import gan, toy2d
 from tutorlib import ot as tot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,10 +92,10 @@ def test_clip_weights():
 
 def test_ring_and_mode_coverage():
     g = torch.Generator().manual_seed(0)
-    centers = gan.ring_centers(8, 2.0)
+    centers = toy2d.ring_centers(8, 2.0)
     assert torch.allclose(centers.norm(dim=1), torch.full((8,), 2.0))
     assert torch.allclose(centers[2], torch.tensor([0.0, 2.0]), atol=1e-6)
-    x = gan.ring_of_gaussians(4000, std=0.02, generator=g)
+    x = toy2d.ring_of_gaussians(4000, std=0.02, generator=g)
     cov = gan.mode_coverage(x, centers, 0.02)
     assert cov.modes_covered == 8
     assert cov.high_quality > 0.98  # within 3 sigma in 2-D: 1 - exp(-9/2) = 0.989
@@ -113,7 +113,7 @@ def test_ring_and_mode_coverage():
 def test_mode_coverage_matches_brute_force(seed, std, min_count):
     """Counts per mode by a plain loop over samples (NumPy), against the vectorised torch version."""
     g = torch.Generator().manual_seed(seed)
-    centers = gan.ring_centers(8, 2.0)
+    centers = toy2d.ring_centers(8, 2.0)
     samples = 2.5 * torch.randn(300, 2, generator=g)
     cov = gan.mode_coverage(samples, centers, std, min_count)
     c, x = centers.double().numpy(), samples.double().numpy()
@@ -142,7 +142,7 @@ def test_generator_shapes_and_skip():
 def test_train_gan_runs_and_records_snapshots(loss):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    data = gan.ring_of_gaussians(512, generator=g)
+    data = toy2d.ring_of_gaussians(512, generator=g)
     cfg = gan.published_config(loss, steps=6, batch_size=16, snapshot_every=3, snapshot_size=32)
     run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), tot.Critic(2, 8), cfg, generator=g, progress=False)
     assert [s.step for s in run.snapshots] == [0, 3, 6]
@@ -166,7 +166,7 @@ def test_snapshot_estimate_is_the_final_critics_kr_objective():
     """The last snapshot is taken after the last update, so it must agree with the returned critic."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    data = gan.ring_of_gaussians(512, generator=g)
+    data = toy2d.ring_of_gaussians(512, generator=g)
     cfg = gan.GANConfig(steps=4, batch_size=16, snapshot_every=2, snapshot_size=32, lr=1e-3)
     critic = gan.Critic(2, 8, 1, activation="relu")
     run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), critic, cfg, g, progress=False)
@@ -183,7 +183,7 @@ def test_learning_rate_schedule(decay):
     """With lr_decay the rate falls linearly from lr to lr/steps (Gulrajani et al.'s CIFAR-10 schedule)."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    data = gan.ring_of_gaussians(256, generator=g)
+    data = toy2d.ring_of_gaussians(256, generator=g)
     cfg = gan.published_config("nonsaturating", steps=5, batch_size=8, snapshot_every=5, snapshot_size=8,
                                lr=1e-3, lr_decay=decay)
     critic = gan.Critic(2, 8, 1, activation="relu")
@@ -196,7 +196,7 @@ def test_critic_is_trainable_again_after_the_generator_step():
     """The loop freezes the critic for each generator update; it must unfreeze it afterwards."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    data = gan.ring_of_gaussians(256, generator=g)
+    data = toy2d.ring_of_gaussians(256, generator=g)
     cfg = gan.published_config("nonsaturating", steps=1, batch_size=8, snapshot_every=1, snapshot_size=8)
     critic = gan.Critic(2, 8, 1, activation="relu")
     run = gan.train_gan(data, gan.Generator(2, 2, 8, 1), critic, cfg, generator=g, progress=False)
@@ -208,7 +208,7 @@ def test_train_gan_is_deterministic():
     def once():
         g = torch.Generator().manual_seed(1)
         torch.manual_seed(1)
-        data = gan.ring_of_gaussians(256, generator=g)
+        data = toy2d.ring_of_gaussians(256, generator=g)
         cfg = gan.GANConfig(steps=4, batch_size=16, snapshot_every=2, snapshot_size=8)
         return gan.train_gan(data, gan.Generator(2, 2, 8, 1), tot.Critic(2, 8), cfg, g, progress=False)
 
@@ -241,13 +241,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="clip must be finite and > 0"):
         gan.clip_weights(nn.Linear(1, 1), 0.0)
     with pytest.raises(ValueError, match="n must be >= 1"):
-        gan.ring_of_gaussians(0)
+        toy2d.ring_of_gaussians(0)
     with pytest.raises(TypeError, match="modes must be an int"):
-        gan.ring_centers(8.0)
+        toy2d.ring_centers(8.0)
     with pytest.raises(ValueError, match="std must be finite and > 0"):
-        gan.mode_coverage(torch.zeros(3, 2), gan.ring_centers(), -0.1)
+        gan.mode_coverage(torch.zeros(3, 2), toy2d.ring_centers(), -0.1)
     with pytest.raises(ValueError, match="same dimension"):
-        gan.mode_coverage(torch.zeros(3, 3), gan.ring_centers(), 0.1)
+        gan.mode_coverage(torch.zeros(3, 3), toy2d.ring_centers(), 0.1)
     with pytest.raises(ValueError, match="skip needs latent_dim == out_dim"):
         gan.Generator(3, 2, skip=1.0)
     with pytest.raises(ValueError, match="loss must be one of"):

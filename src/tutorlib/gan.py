@@ -35,7 +35,6 @@ References:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -75,8 +74,6 @@ __all__ = [
     "generator_loss_wgan",
     "mode_coverage",
     "published_config",
-    "ring_centers",
-    "ring_of_gaussians",
     "train_gan",
 ]
 
@@ -101,38 +98,8 @@ def _as_scores(x: object, name: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. data: the ring of eight Gaussians, and how to score samples against it
+# 1. scoring samples against the ring of eight Gaussians (the data: tutorlib.toy2d)
 # --------------------------------------------------------------------------------------------
-def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
-    r"""The centres :math:`\mu_k = r(\cos 2\pi k/K, \sin 2\pi k/K)`, :math:`k = 0..K-1`. Shape ``(K, 2)``."""
-    modes = check_int("modes", modes)
-    radius = check_positive("radius", radius)
-    angle = 2 * math.pi * torch.arange(modes, dtype=torch.float32) / modes
-    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
-
-
-def ring_of_gaussians(
-    n: int,
-    modes: int = 8,
-    radius: float = 2.0,
-    std: float = 0.02,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    r"""Samples from :math:`\frac1K \sum_k \mathcal N(\mu_k, \sigma^2 I)`, the benchmark for mode collapse.
-
-    Defaults (:math:`K = 8`, :math:`r = 2`, :math:`\sigma = 0.02`) are those of Metz et al. (2017)
-    and Srivastava et al. (2017).
-
-    Returns:
-        ``(n, 2)`` float32 tensor.
-    """
-    n = check_int("n", n)
-    std = check_positive("std", std)
-    centers = ring_centers(modes, radius)  # (K, 2)
-    k = torch.randint(0, modes, (n,), generator=generator)
-    return centers[k] + std * torch.randn(n, 2, generator=generator)
-
-
 @dataclass
 class ModeCoverage:
     """What :func:`mode_coverage` measures."""

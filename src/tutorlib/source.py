@@ -35,6 +35,8 @@ def show_source(obj: object, *, docstring: bool = True) -> Markdown:
         raise TypeError(
             f"show_source expects a function or class from tutorlib, got {type(obj).__name__}"
         )
+    if inspect.isfunction(obj):  # a decorated function (``@torch.no_grad()``): show the code under it
+        obj = inspect.unwrap(obj)
     path = Path(inspect.getsourcefile(obj) or "").resolve()
     if _PACKAGE_ROOT not in path.parents:
         raise TypeError(
