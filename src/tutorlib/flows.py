@@ -23,8 +23,7 @@ Layers: :class:`AdditiveCoupling` (NICE), :class:`AffineCoupling` (RealNVP),
 :class:`ActNorm` and :class:`Invertible1x1` (Glow, a :math:`D \\times D` matrix here),
 :class:`Logit` (pre-processing of images). :class:`Flow` chains them; :func:`train_flow` fits
 one by maximum likelihood; :func:`dequantize` and :func:`bits_per_dim` score it on images.
-The 2-D toy data live in :mod:`tutorlib.toy2d`, continuous flows in :mod:`tutorlib.cnf`
-(their names used by other chapters are re-exported here).
+The 2-D toy data live in :mod:`tutorlib.toy2d`, continuous flows in :mod:`tutorlib.cnf`.
 
 Legend (code name -> symbol): ``x`` -> :math:`x`, ``z`` -> :math:`z`, ``log_det`` ->
 :math:`\\log|\\det J|`, ``shift`` -> :math:`m(\\cdot)` (NICE) or :math:`t(\\cdot)` (RealNVP),
@@ -45,23 +44,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# Re-exported for the chapters and modules that import them from here (they live in
-# tutorlib.toy2d and tutorlib.cnf).
-from tutorlib.cnf import (  # noqa: F401
-    ContinuousFlow,
-    VelocityField,
-    divergence_exact,
-    divergence_hutchinson,
-    odeint,
-)
-from tutorlib.toy2d import (  # noqa: F401
-    EIGHT_GAUSSIANS_RADIUS,
-    EIGHT_GAUSSIANS_STD,
-    MOONS_NOISE,
-    TOY_DATASETS,
-    sample_2d,
-    toy_log_prob,
-)
 from tutorlib.validation import (
     check_choice,
     check_fields,
