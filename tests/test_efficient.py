@@ -498,3 +498,16 @@ def test_transformer_block_checkpointing_same_gradients_less_memory():
     assert out[True][0] < out[False][0] / 2
     with pytest.raises(TypeError, match="checkpoint_blocks"):
         m(tok, checkpoint_blocks=1)
+
+
+def test_accumulation_refuses_float_targets_that_would_broadcast():
+    net = nn.Linear(3, 1)
+    with pytest.raises(ValueError, match="y"):  # (N,) against (N, 1): mse_loss would broadcast to (N, N)
+        ef.accumulated_gradients(net, nn.functional.mse_loss, torch.ones(4, 3), torch.ones(4), 2)
+    with pytest.raises(ValueError, match="y"):
+        ef.accumulated_gradients(net, nn.functional.mse_loss, torch.ones(4, 3), torch.ones(4, 1, 1), 2)
+    # integer class targets of another shape are the loss's business
+    clf = nn.Linear(3, 5)
+    grads = ef.accumulated_gradients(clf, nn.functional.cross_entropy, torch.ones(4, 3),
+                                     torch.tensor([0, 1, 2, 3]), 2)
+    assert [g.shape for g in grads] == [p.shape for p in clf.parameters()]

@@ -290,3 +290,21 @@ def test_bad_arguments_raise_with_the_argument_name():
         ld.linear_flops("net")
     with pytest.raises(ValueError, match="labels"):
         ld.class_accuracy(torch.zeros(2, 64), torch.tensor([0, 10]))
+
+
+def test_forward_and_loss_refuse_wrong_dtypes_and_ranks():
+    net = ld.ConditionalTimeMLP(2, num_classes=3, hidden=8, depth=1, embed_dim=4)
+    with pytest.raises(TypeError, match="x"):
+        net(torch.zeros(3, 2, dtype=torch.long), 0.5, torch.tensor([0, 1, 2]))
+    _, alpha_bar = ld.GuidanceConfig(T=10).schedule_tensors()
+    labels = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        ld.conditional_epsilon_loss(net, torch.zeros(4, 2), labels, alpha_bar[0], 0.1)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        ld.conditional_epsilon_loss(net, torch.zeros(4, 2), labels, alpha_bar[:, None], 0.1)
+    with pytest.raises(TypeError, match="alpha_bar"):
+        ld.conditional_epsilon_loss(net, torch.zeros(4, 2), labels, (alpha_bar * 10).long(), 0.1)
+    # w = -1 is the unconditional model, a valid weight
+    a, b = torch.randn(3, 2), torch.randn(3, 2)
+    torch.testing.assert_close(ld.guided_eps(a, b, -1.0), b)
+    assert ld.weight_to_scale(-1.0) == 0.0

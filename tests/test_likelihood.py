@@ -418,3 +418,68 @@ def test_vae_sample_and_bad_arguments(small_vae):
         vm.VAE(64, 0)
     with pytest.raises(TypeError, match="mu"):
         vm.gaussian_kl_standard([0.0], torch.zeros(1))
+
+
+def test_likelihood_argument_checks_name_the_argument():
+    with pytest.raises(ValueError, match="nats"):
+        lk.nats_to_bits_per_pixel(-1.0)
+    with pytest.raises(TypeError, match="logits"):
+        lk.bernoulli_log_prob(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="x"):
+        lk.bernoulli_log_prob(torch.zeros(2, 4), torch.full((2, 4), math.nan))
+    # integer 0/1 pixels give the same answer as float ones
+    logits, x = torch.randn(2, 4), torch.tensor([[0, 1, 1, 0], [1, 1, 0, 0]])
+    torch.testing.assert_close(lk.bernoulli_log_prob(logits, x), lk.bernoulli_log_prob(logits, x.float()))
+    for bad, error in ((-1, ValueError), (2.5, TypeError), ("a", TypeError)):
+        with pytest.raises(error, match="dim"):
+            lk.check_binary_images("x", torch.zeros(2, 4), bad)
+        with pytest.raises(error, match="dim"):
+            lk.check_ordering([0, 1], bad)
+        with pytest.raises(error, match="dim"):
+            lk.made_degrees(bad, [2], torch.arange(2))
+        with pytest.raises(error, match="in_features"):
+            lk.MaskedLinear(bad, 2, torch.ones(2, 2))
+        with pytest.raises(error, match="out_features"):
+            lk.MaskedLinear(2, bad, torch.ones(2, 2))
+    with pytest.raises(ValueError, match="ordering"):
+        lk.FVSBN(2, torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="ordering"):
+        lk.MADE(2, (4,), torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="ordering"):
+        lk.made_degrees(2, [2], torch.tensor([-1, -1]))
+    with pytest.raises(ValueError, match="ordering"):
+        lk.made_degrees(2, [2], torch.tensor([0, 10**6]))
+    with pytest.raises(ValueError, match="ordering"):
+        lk.made_degrees(2, [2], torch.tensor(0))
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        lk.made_degrees(2, [0], torch.arange(2))
+    with pytest.raises(ValueError, match="mask"):
+        lk.MaskedLinear(2, 2, torch.tensor([[1.0, math.nan], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="mask"):
+        lk.MaskedLinear(2, 2, torch.full((2, 2), 0.5))
+    layer = lk.MaskedLinear(2, 3, torch.ones(3, 2, dtype=torch.long))  # an integer 0/1 mask is fine
+    assert layer.mask.dtype == torch.float32
+    with pytest.raises(TypeError, match="x"):
+        layer(torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="x"):
+        layer(torch.zeros(4, 2, 1))
+    with pytest.raises(ValueError, match="x"):
+        layer(torch.zeros(2))
+
+
+def test_vae_pieces_refuse_bad_tensors():
+    z, mu, logvar = torch.zeros(5, 3, 2), torch.zeros(3, 2), torch.zeros(3, 2)
+    assert vm.log_normal(z, mu, logvar).shape == (5, 3)  # a stack of samples against (N, L)
+    for name, args in (("z", (z.long(), mu, logvar)), ("mu", (z, mu.long(), logvar)),
+                       ("logvar", (z, mu, logvar.long()))):
+        with pytest.raises(TypeError, match=name):
+            vm.log_normal(*args)
+    for name, args in (("z", (torch.full_like(z, math.nan), mu, logvar)),
+                       ("mu", (z, torch.full_like(mu, math.nan), logvar)),
+                       ("logvar", (z, mu, torch.full_like(logvar, math.inf)))):
+        with pytest.raises(ValueError, match=name):
+            vm.log_normal(*args)
+    with pytest.raises(ValueError, match="z"):
+        vm.log_normal(torch.zeros(2), mu, logvar)  # fewer axes than mu: no broadcasting
+    with pytest.raises(ValueError, match="z"):
+        vm.log_normal(torch.zeros(4, 2), mu, logvar)  # (4, 2) is not (3, 2)

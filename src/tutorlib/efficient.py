@@ -543,6 +543,9 @@ def accumulated_gradients(
     With a mean-reduced loss, :math:`\\nabla \\frac1N \\sum_i \\ell_i = \\sum_j \\frac{|B_j|}{N}
     \\nabla \\frac{1}{|B_j|} \\sum_{i \\in B_j} \\ell_i`: each micro-batch's loss is weighted by
     its share of the batch (the last chunk may be smaller). ``loss_fn`` must reduce by mean.
+    Floating-point targets ``y`` (regression, soft labels) must have the shape of ``model(x)``
+    (a ``(N,)`` target against a ``(N, 1)`` output would broadcast to ``(N, N)`` in ``mse_loss``);
+    integer targets (class indices) may have any shape ``loss_fn`` takes.
 
     Returns:
         the gradients, one per parameter of ``model`` (in ``model.parameters()`` order);
@@ -566,7 +569,12 @@ def accumulated_gradients(
     for start in range(0, n, micro_batch):
         xb, yb = x[start:start + micro_batch], y[start:start + micro_batch]
         try:
-            loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
+            out = model(xb)
+            if yb.is_floating_point() and isinstance(out, torch.Tensor) and out.shape[1:] != yb.shape[1:]:
+                raise ValueError(f"y (floating-point targets) must have the shape of model(x) "
+                                 f"(N, *{tuple(out.shape[1:])}), got {tuple(y.shape)}: the loss would "
+                                 f"broadcast them")
+            loss = loss_fn(out, yb) * (xb.shape[0] / n)
         except RuntimeError as err:  # a shape or dtype the model or loss does not take
             raise ValueError(f"model/loss_fn failed on x of shape {tuple(xb.shape)} and y of shape "
                              f"{tuple(yb.shape)}: {err}") from err

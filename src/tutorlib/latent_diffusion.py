@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from tutorlib import diffusion as dif
-from tutorlib.validation import check_int, check_real
+from tutorlib.validation import check_int, check_real, check_tensor
 
 __all__ = [
     "AutoencoderConfig",
@@ -292,6 +292,8 @@ class ConditionalTimeMLP(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(getattr(x, 'shape', ()))}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         B = x.shape[0]
         if not isinstance(t, torch.Tensor):
             t = torch.full((B,), float(t), dtype=x.dtype, device=x.device)
@@ -364,6 +366,8 @@ def conditional_epsilon_loss(
         raise TypeError(f"model must be a ConditionalTimeMLP, got {type(model).__name__}")
     z0 = _check_batch("z0", z0, model.dim)
     labels = _check_labels("labels", labels, z0.shape[0], model.num_classes)
+    # shape and dtype only (every training step): q_sample checks the values
+    alpha_bar = check_tensor("alpha_bar", alpha_bar, (None,), finite=False)
     T = len(alpha_bar)
     t = torch.randint(0, T, (z0.shape[0],), generator=generator)  # (B,)
     noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype)

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tutorlib.validation import check_int, check_positive
+from tutorlib.validation import all_finite, check_int, check_positive, check_tensor
 
 __all__ = [
     "FVSBN",
@@ -74,6 +74,8 @@ def check_binary_images(name: str, x: object, dim: int | None = None) -> torch.T
         TypeError: not a tensor, or not floating point; the message names ``name``.
         ValueError: wrong shape, empty, or a value other than 0 or 1.
     """
+    if dim is not None:
+        dim = check_int("dim", dim)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -90,15 +92,18 @@ def check_ordering(ordering: object, dim: int) -> torch.Tensor:
     """Return ``ordering`` as a long tensor if it is a permutation of ``0 .. dim-1``.
 
     Raises:
-        TypeError: not a sequence or tensor of ints.
-        ValueError: wrong length, or not a permutation.
+        TypeError: not a sequence or tensor of ints (or ``dim`` not an int).
+        ValueError: not one-dimensional, wrong length, or not a permutation.
     """
+    dim = check_int("dim", dim)
     if ordering is None:
         return torch.arange(dim)
     if isinstance(ordering, torch.Tensor):
         if ordering.is_floating_point() or ordering.dtype == torch.bool:
             raise TypeError(f"ordering must hold integers, got a tensor of {ordering.dtype}")
-        order = ordering.long().flatten()
+        if ordering.ndim != 1:
+            raise ValueError(f"ordering must be one-dimensional ({dim},), got shape {tuple(ordering.shape)}")
+        order = ordering.long()
     elif isinstance(ordering, Sequence) and all(
         isinstance(o, int) and not isinstance(o, bool) for o in ordering
     ):
@@ -152,7 +157,7 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     Args:
         logits: :math:`\\ell`, shape ``(..., D)``.
-        x: binary pixels, the same shape as ``logits`` (no broadcasting).
+        x: binary pixels, the same shape as ``logits`` (no broadcasting); integer 0/1 is fine.
 
     Returns:
         The log-probability in nats, shape ``(...)`` (summed over the last axis).
@@ -161,10 +166,14 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(
             f"logits and x must be torch.Tensors, got {type(logits).__name__} and {type(x).__name__}"
         )
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if logits.shape != x.shape:
         raise ValueError(
             f"logits and x must have the same shape, got {tuple(logits.shape)} and {tuple(x.shape)}"
         )
+    if not all_finite(x):  # one reduction: this runs every training step (logits: NaN in, NaN out)
+        raise ValueError("x must be finite binary pixels, got a tensor containing NaN or inf")
     return (x * logits - F.softplus(logits)).sum(-1)
 
 
@@ -172,6 +181,8 @@ def nats_to_bits_per_pixel(nats: float, dim: int = 64) -> float:
     """Convert a negative log-likelihood per image in nats to bits per pixel: nats / (D ln 2)."""
     if isinstance(nats, bool) or not isinstance(nats, int | float) or not math.isfinite(nats):
         raise TypeError(f"nats must be a finite real number, got {nats!r}")
+    if nats < 0:
+        raise ValueError(f"nats must be >= 0 (the NLL of binary data is never negative), got {nats}")
     dim = check_int("dim", dim)
     return nats / (dim * math.log(2))
 
@@ -233,6 +244,11 @@ def made_degrees(dim: int, hidden_sizes: Sequence[int], ordering: torch.Tensor) 
     Returns:
         ``[m_input (D,), m_hidden_1 (H_1,), ...]``, long tensors.
     """
+    dim = check_int("dim", dim)
+    if isinstance(hidden_sizes, int) or not isinstance(hidden_sizes, Sequence):
+        raise TypeError(f"hidden_sizes must be a sequence of ints, got {hidden_sizes!r}")
+    hidden_sizes = [check_int("hidden_sizes[]", h) for h in hidden_sizes]
+    ordering = check_ordering(ordering, dim)
     rank = torch.empty(dim, dtype=torch.long)
     rank[ordering] = torch.arange(dim)
     degrees = [rank + 1]
@@ -260,12 +276,15 @@ class MaskedLinear(nn.Linear):
     """``nn.Linear`` whose weight is multiplied elementwise by a fixed binary ``mask`` (out, in)."""
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
-        super().__init__(in_features, out_features)
-        if mask.shape != (out_features, in_features):
-            raise ValueError(f"mask must have shape ({out_features}, {in_features}), got {tuple(mask.shape)}")
+        super().__init__(check_int("in_features", in_features), check_int("out_features", out_features))
+        mask = check_tensor("mask", mask, (out_features, in_features), dtype="real")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask must hold 0s and 1s (a weight is kept or cut)")
         self.register_buffer("mask", mask.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_features) -> (N, out_features)``; no NaN scan (every forward pass)."""
+        x = check_tensor("x", x, ("N", self.in_features), finite=False)
         return F.linear(x, self.weight * self.mask, self.bias)
 
 

@@ -113,12 +113,17 @@ def gaussian_kl_standard(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """:math:`\\log \\mathcal N(z; \\mu, \\operatorname{diag} e^{\\text{logvar}})`, summed over the last axis.
 
-    ``mu`` and ``logvar`` broadcast against ``z`` (a stack of samples ``(k, N, L)`` against
-    ``(N, L)``); the last axes must agree.
+    ``mu`` and ``logvar`` have the same shape ``(..., L)``; ``z`` has that shape or is a stack of
+    samples with extra leading axes (``(k, N, L)`` against ``(N, L)``), over which ``mu`` and
+    ``logvar`` broadcast. Any other broadcasting is refused.
     """
-    if z.shape[-1] != mu.shape[-1] or mu.shape != logvar.shape:
+    z, mu, logvar = _check_tensor("z", z), _check_tensor("mu", mu), _check_tensor("logvar", logvar)
+    if z.ndim == 0 or mu.ndim == 0 or z.shape[-1] != mu.shape[-1] or mu.shape != logvar.shape:
         raise ValueError(f"z, mu, logvar: last axes must agree and mu, logvar match, got "
                          f"{tuple(z.shape)}, {tuple(mu.shape)}, {tuple(logvar.shape)}")
+    if z.ndim < mu.ndim or z.shape[z.ndim - mu.ndim:] != mu.shape:
+        raise ValueError(f"z must have the shape of mu {tuple(mu.shape)} or (k, *{tuple(mu.shape)}), "
+                         f"got {tuple(z.shape)}")
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
 
 
