@@ -494,3 +494,15 @@ def test_configs_and_policy_check_their_arguments():
         R.k3_kl(torch.tensor([float("nan")]), torch.tensor([0.0]))
     with pytest.raises(ValueError, match="leading_zeros must be >= 0"):
         R.encode_answers(torch.tensor([3]), torch.tensor([-1]), 4)
+
+
+@pytest.mark.parametrize("rows", [[[0.0, 5e-324]], [[1e-200, 3e-200, 2e-200]], [[-1e-170, 1e-170, 0.0, 0.0]]])
+def test_group_normalisation_survives_rewards_whose_spread_underflows(rows):
+    """Found by hypothesis: with subnormal differences the mean itself rounds, so the group's
+    range is mapped onto [0, 1] before standardising (which ignores shift and scale)."""
+    r = torch.tensor(rows, dtype=torch.float64)
+    adv = R.group_normalised_advantages(r, eps=0.0)
+    assert abs(adv.mean().item()) < 1e-12 and adv.std().item() == pytest.approx(1.0, abs=1e-12)
+    expected = (r - r.min()) / (r.max() - r.min())  # the same group at a normal scale
+    expected = (expected - expected.mean()) / expected.std()
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)

@@ -230,15 +230,16 @@ def group_normalised_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> tor
     # A constant group gets exactly 0 (its mean may differ from its values by one rounding step,
     # which ``std > 0`` alone would blow up to +-0.8).
     constant = rewards.amax(dim=1, keepdim=True) == rewards.amin(dim=1, keepdim=True)
-    # with eps = 0, rewards that differ by ~1e-200 have a std that underflows to 0: there,
-    # standardise the centred rewards divided by their largest magnitude (same number, no underflow)
-    tiny = (std == 0) & ~constant
+    # With eps = 0, rewards that differ by ~1e-200 have a std (even a mean) that underflows. There,
+    # map the group's range onto [0, 1] first: standardising ignores shift and scale, so the
+    # result is the same number, computed without underflow.
+    tiny = (std < torch.finfo(std.dtype).tiny ** 0.5) & ~constant
     if eps == 0 and bool(tiny.any()):
-        largest = centred.abs().amax(dim=1, keepdim=True)
-        rescaled = centred / torch.where(tiny, largest, torch.ones_like(largest))
-        std = torch.where(tiny, rescaled.std(dim=1, keepdim=True) * largest, std)
-        centred = torch.where(tiny, rescaled, centred)
-        std = torch.where(tiny, std / largest, std)
+        low, high = rewards.amin(dim=1, keepdim=True), rewards.amax(dim=1, keepdim=True)
+        unit = (rewards - low) / torch.where(tiny, high - low, torch.ones_like(high))  # in [0, 1]
+        unit_centred = unit - unit.mean(dim=1, keepdim=True)
+        centred = torch.where(tiny, unit_centred, centred)
+        std = torch.where(tiny, unit_centred.std(dim=1, keepdim=True), std)
     scale = torch.where(constant, torch.ones_like(std), std + eps)
     return (centred / scale).masked_fill(constant, 0.0)
 
