@@ -308,3 +308,16 @@ def test_forward_and_loss_refuse_wrong_dtypes_and_ranks():
     a, b = torch.randn(3, 2), torch.randn(3, 2)
     torch.testing.assert_close(ld.guided_eps(a, b, -1.0), b)
     assert ld.weight_to_scale(-1.0) == 0.0
+
+
+def test_decode_raw_is_the_decoder_on_unstandardised_latents():
+    ae = ld.DigitsAutoencoder(latent_dim=3, hidden=16)
+    ae.latent_mean.fill_(0.5)
+    ae.latent_std.fill_(2.0)
+    h = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ae.decode_raw(h), ae.decoder(h))
+    torch.testing.assert_close(ae.decode_raw(0.5 + 2.0 * h), ae.decode(h))  # h = mu + sigma z
+    with pytest.raises(ValueError, match="h"):
+        ae.decode_raw(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="h"):
+        ae.decode_raw(torch.full((4, 3), math.nan))
