@@ -506,3 +506,74 @@ def test_group_normalisation_survives_rewards_whose_spread_underflows(rows):
     expected = (r - r.min()) / (r.max() - r.min())  # the same group at a normal scale
     expected = (expected - expected.mean()) / expected.std()
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# pass@k (Chen et al. 2021)
+# --------------------------------------------------------------------------------------------
+def brute_pass_at_k(c, n, k):
+    """Share of the k-subsets of n answers (the first c right) that hold a right answer."""
+    from itertools import combinations
+
+    subsets = list(combinations(range(n), k))
+    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_pass_at_k_matches_enumeration_over_subsets(n):
+    for c in range(n + 1):
+        for k in range(1, n + 1):
+            assert R.pass_at_k(c, n, k) == pytest.approx(brute_pass_at_k(c, n, k), abs=1e-12)
+
+
+@given(st.integers(1, 200), st.data())
+@settings(max_examples=60, deadline=None)
+def test_pass_at_k_closed_forms(n, data):
+    c = data.draw(st.integers(0, n))
+    k = data.draw(st.integers(1, n))
+    assert R.pass_at_k(c, n, 1) == pytest.approx(c / n, abs=1e-12)  # k = 1: the plain accuracy
+    exact = 1 - math.comb(n - c, k) / math.comb(n, k)  # exact big integers
+    assert R.pass_at_k(c, n, k) == pytest.approx(exact, abs=1e-12)
+    assert R.pass_at_k(c, n, n) == (1.0 if c > 0 else 0.0)
+
+
+def test_pass_at_k_is_unbiased_and_the_plug_in_is_not():
+    """E over c ~ Binomial(n, p) of the estimate is 1 - (1-p)^k; the plug-in 1 - (1 - c/n)^k is lower."""
+    n, k, p = 10, 4, 0.2
+    weights = [math.comb(n, c) * p**c * (1 - p) ** (n - c) for c in range(n + 1)]
+    mean = sum(w * R.pass_at_k(c, n, k) for c, w in enumerate(weights))
+    plug_in = sum(w * (1 - (1 - c / n) ** k) for c, w in enumerate(weights))
+    assert mean == pytest.approx(1 - (1 - p) ** k, abs=1e-12)
+    assert plug_in < mean - 0.01
+
+
+def test_pass_at_k_tensor_input_elementwise():
+    c = torch.tensor([[0, 1, 3], [7, 10, 2]])
+    out = R.pass_at_k(c, 10, 3)
+    assert out.shape == c.shape and out.dtype == torch.float64
+    for idx in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]:
+        assert out[idx].item() == pytest.approx(R.pass_at_k(int(c[idx]), 10, 3), abs=1e-15)
+
+
+def test_pass_at_k_large_n_is_stable():
+    # C(1000, 500) overflows a float64; the product form does not
+    assert R.pass_at_k(1, 1000, 500) == pytest.approx(0.5, abs=1e-12)
+    assert R.pass_at_k(0, 1000, 500) == 0.0
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((-1, 10, 1), ValueError, "n_correct"),
+    ((11, 10, 1), ValueError, "n_correct"),
+    ((torch.tensor([3, 11]), 10, 1), ValueError, "n_correct"),
+    ((torch.tensor([3.0]), 10, 1), TypeError, "n_correct"),
+    ((2.0, 10, 1), TypeError, "n_correct"),
+    ((True, 10, 1), TypeError, "n_correct"),
+    ((1, 0, 1), ValueError, "n_samples"),
+    ((1, 10.0, 1), TypeError, "n_samples"),
+    ((1, 10, 0), ValueError, "k"),
+    ((1, 10, 11), ValueError, "k"),
+    ((1, 10, 2.5), TypeError, "k"),
+])
+def test_pass_at_k_bad_arguments(args, exc, match):
+    with pytest.raises(exc, match=match):
+        R.pass_at_k(*args)

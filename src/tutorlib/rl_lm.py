@@ -20,6 +20,10 @@ use the group itself as the baseline, so neither needs a value network:
   penalty to a frozen reference policy estimated per token with the "k3" estimator.
   :func:`grpo_loss`, :func:`group_normalised_advantages`, :func:`k3_kl`.
 
+To ask whether RL teaches new answers or only makes the known ones likelier, :func:`pass_at_k`
+estimates pass@k, the chance that at least one of :math:`k` sampled answers is right, without
+bias from :math:`n \\ge k` samples (Chen et al. 2021, Codex, §2.1).
+
 In the paper an answer is a pair :math:`(y, z)` of a chain of thought :math:`z` and a final
 answer :math:`y`; our answers have no separate chain of thought, so :math:`y` is the whole
 completion.
@@ -91,6 +95,7 @@ __all__ = [
     "k3_kl",
     "kimi_length_reward",
     "kimi_loss",
+    "pass_at_k",
     "sample_answers",
     "train_rl",
     "warmup_policy",
@@ -791,6 +796,54 @@ class RLHistory:
     length: list[float] = field(default_factory=list)  #: mean answer length in tokens (with end token)
     kl_ref: list[float] = field(default_factory=list)  #: KL(pi_theta || pi_ref) per answer, nats
     step_kl: list[float] = field(default_factory=list)  #: KL(pi_i || pi_{i+1}) per answer, each iteration
+
+
+def pass_at_k(n_correct: int | torch.Tensor, n_samples: int, k: int) -> float | torch.Tensor:
+    """Unbiased estimate of pass@k from ``n_samples`` answers of which ``n_correct`` are right.
+
+    pass@k is the probability that at least one of :math:`k` answers sampled from the policy
+    is right. Drawing :math:`k` of the :math:`n` answers without replacement, all :math:`k`
+    are wrong with probability :math:`\\binom{n-c}{k} / \\binom{n}{k}`, so (Chen et al. 2021,
+    "Evaluating large language models trained on code", §2.1)
+
+    .. math::  \\widehat{\\text{pass@}k} = 1 - \\binom{n-c}{k} \\Big/ \\binom{n}{k}
+               = 1 - \\prod_{i=n-c+1}^{n} \\Big(1 - \\frac{k}{i}\\Big),
+
+    an unbiased estimator of pass@k (its expectation over the :math:`n` samples is
+    :math:`1 - (1-p)^k` for a per-sample success rate :math:`p`). The product form never builds
+    the huge binomials; it is 1 when :math:`n - c < k` (every draw of :math:`k` holds a right
+    answer). For :math:`k = 1` it is :math:`c/n`. Note that :math:`1 - (1 - c/n)^k` is *biased*
+    (too low).
+
+    Args:
+        n_correct: :math:`c`, an int or an integer tensor of any shape (one count per prompt),
+            each in ``[0, n_samples]``.
+        n_samples: :math:`n \\ge 1`.
+        k: :math:`1 \\le k \\le n`.
+
+    Returns:
+        A float for an int ``n_correct``; otherwise a float64 tensor of the same shape.
+    """
+    n = check_int("n_samples", n_samples)
+    k = check_int("k", k)
+    if k > n:
+        raise ValueError(f"k must be <= n_samples = {n}, got {k}")
+    scalar = not isinstance(n_correct, torch.Tensor)
+    if scalar:
+        c = torch.tensor(check_int("n_correct", n_correct, minimum=0))
+    else:
+        c = check_tensor("n_correct", n_correct, dtype="int")
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) > n):
+            raise ValueError(f"n_correct must be in [0, n_samples = {n}], got values in "
+                             f"[{int(c.min())}, {int(c.max())}]")
+    if scalar and int(c) > n:
+        raise ValueError(f"n_correct must be in [0, n_samples = {n}], got {int(c)}")
+    i = torch.arange(1, n + 1, dtype=torch.float64)  # (n,)
+    wrong = (n - c).to(torch.float64).unsqueeze(-1)  # (..., 1)
+    factors = torch.where(i > wrong, 1.0 - k / i, torch.ones((), dtype=torch.float64))
+    estimate = torch.where(wrong.squeeze(-1) < k, torch.ones((), dtype=torch.float64),
+                           1.0 - factors.prod(-1))
+    return estimate.item() if scalar else estimate
 
 
 @torch.no_grad()
