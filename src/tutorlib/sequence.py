@@ -53,6 +53,7 @@ from tutorlib.validation import (
 )
 
 __all__ = [
+    "AssociativeRecallModel",
     "GRUCell",
     "LSTMCell",
     "MultiHeadAttention",
@@ -69,6 +70,7 @@ __all__ = [
     "graph_depth",
     "linear_attention",
     "linear_attention_recurrent",
+    "make_associative_recall_batch",
     "make_model",
     "make_recall_task",
     "min_time",
@@ -76,6 +78,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "sinusoidal_positional_encoding",
     "state_jacobian_norms",
+    "train_associative_recall",
     "train_recall",
     "train_recall_curve",
     "train_step_time",
@@ -835,6 +838,116 @@ def associative_recall_accuracy(
     similarity = F.normalize(answers, dim=-1) @ values.transpose(-2, -1)  # (T, 1, n_pairs, n_pairs)
     hits = similarity.argmax(-1) == torch.arange(n_pairs)
     return hits.double().mean().item()
+
+
+def make_associative_recall_batch(
+    batch: int, n_pairs: int, *, n_keys: int = 64, n_values: int = 64, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multi-query associative recall (MQAR) as token ids: ``n_pairs`` pairs, then every key asked.
+
+    Each row draws ``n_pairs`` distinct keys from a vocabulary of ``n_keys`` ids and a value for
+    each from ``n_values`` ids (with repetition); the queries are the same keys in a random
+    order, and the answer to a query is the value written with that key. Chance accuracy is
+    :math:`1/n_\\text{values}`. Unlike Zoology's token stream, the pairing is given to the model
+    (a key and its value arrive together), so a single layer can solve it.
+
+    Returns:
+        ``(keys, values, queries, answers)``, each ``(batch, n_pairs)`` long.
+
+    References:
+        Arora et al. (2024), Zoology: measuring and improving recall in efficient language models.
+    """
+    batch, n_pairs = check_int("batch", batch), check_int("n_pairs", n_pairs)
+    n_keys, n_values = check_int("n_keys", n_keys), check_int("n_values", n_values)
+    if n_pairs > n_keys:
+        raise ValueError(f"n_pairs must be <= n_keys (distinct keys), got n_pairs={n_pairs}, n_keys={n_keys}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    keys = torch.rand(batch, n_keys, generator=generator).argsort(-1)[:, :n_pairs]  # distinct per row
+    values = torch.randint(n_values, (batch, n_pairs), generator=generator)
+    order = torch.rand(batch, n_pairs, generator=generator).argsort(-1)
+    return keys, values, keys.gather(1, order), values.gather(1, order)
+
+
+class AssociativeRecallModel(nn.Module):
+    """One attention layer that writes the pairs into a memory and reads it with the queries.
+
+    Token embeddings :math:`e(\\cdot) \\in \\mathbb{R}^d` (one table for keys and queries, one for
+    values), learned projections :math:`k_j = W_K e(\\text{key}_j)`, :math:`v_j = W_V e(\\text{value}_j)`,
+    :math:`q_i = W_Q e(\\text{query}_i)`, then
+
+    - ``"linear"``: :math:`o_i = S^\\top q_i` with the :math:`d \\times d` state
+      :math:`S = \\sum_j k_j v_j^\\top` (linear attention without feature map or normaliser, as in
+      :func:`associative_recall_accuracy`): the memory has :math:`d^2` numbers for any :math:`n`;
+    - ``"softmax"``: :math:`o_i = \\sum_j \\mathrm{softmax}_j(q_i \\cdot k_j / \\sqrt d)\\, v_j`, which
+      keeps all :math:`n` keys and values;
+
+    and logits :math:`W_O o_i + b` over the ``n_values`` value ids.
+
+    Shapes: ids ``(B, n)`` in, logits ``(B, n, n_values)`` out.
+    """
+
+    def __init__(self, memory: str, d: int = 16, n_keys: int = 64, n_values: int = 64) -> None:
+        super().__init__()
+        self.memory = check_choice("memory", memory, ("linear", "softmax"))
+        self.d, self.n_keys = check_int("d", d), check_int("n_keys", n_keys)
+        self.n_values = check_int("n_values", n_values)
+        self.key_embedding, self.value_embedding = nn.Embedding(n_keys, d), nn.Embedding(n_values, d)
+        self.w_q, self.w_k, self.w_v = (nn.Linear(d, d, bias=False) for _ in range(3))
+        self.readout = nn.Linear(d, n_values)
+
+    def forward(self, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        dims: dict[str, int] = {}  # keys and values (B, n), queries (B, n_q): the same B, n
+        for name, ids, shape, size in (("keys", keys, ("B", "n"), self.n_keys),
+                                       ("values", values, ("B", "n"), self.n_values),
+                                       ("queries", queries, ("B", "n_q"), self.n_keys)):
+            check_tensor(name, ids, shape, dims=dims, dtype="int")
+            check_indices(name, ids, size)
+        k = self.w_k(self.key_embedding(keys))  # (B, n, d)
+        v = self.w_v(self.value_embedding(values))  # (B, n, d)
+        q = self.w_q(self.key_embedding(queries))  # (B, n_q, d)
+        if self.memory == "linear":
+            out = q @ (k.transpose(-2, -1) @ v)  # (B, n_q, d) via the (B, d, d) state S
+        else:
+            out = scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[0][:, 0]  # (B, n_q, d)
+        return self.readout(out)  # (B, n_q, n_values)
+
+
+def train_associative_recall(
+    n_pairs: int, *, memory: str, d: int = 16, n_keys: int = 64, n_values: int = 64, steps: int = 150,
+    batch: int = 64, lr: float = 2e-2, n_test: int = 512, seed: int = 0,
+) -> float:
+    """Train :class:`AssociativeRecallModel` on MQAR with ``n_pairs`` pairs; return its test accuracy.
+
+    Adam (learning rate ``lr``) on ``steps`` fresh batches of :func:`make_associative_recall_batch`,
+    cross-entropy over the value ids; then the fraction of the ``n_test · n_pairs`` queries of new
+    sequences answered correctly. Runs on one CPU thread, seeded by ``seed``.
+    """
+    n_pairs = check_int("n_pairs", n_pairs)
+    steps, batch, n_test = check_int("steps", steps), check_int("batch", batch), check_int("n_test", n_test)
+    check_positive("lr", lr)
+    seed = check_int("seed", seed, minimum=0)
+    if n_pairs > check_int("n_keys", n_keys):
+        raise ValueError(f"n_pairs must be <= n_keys (distinct keys), got n_pairs={n_pairs}, n_keys={n_keys}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = AssociativeRecallModel(memory, d, n_keys, n_values)
+        g = torch.Generator().manual_seed(seed)
+        task = {"n_keys": n_keys, "n_values": n_values, "generator": g}
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        for _ in range(steps):
+            keys, values, queries, answers = make_associative_recall_batch(batch, n_pairs, **task)
+            loss = F.cross_entropy(model(keys, values, queries).flatten(0, 1), answers.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        keys, values, queries, answers = make_associative_recall_batch(n_test, n_pairs, **task)
+        with torch.no_grad():
+            return (model(keys, values, queries).argmax(-1) == answers).double().mean().item()
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------
