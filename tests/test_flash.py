@@ -224,7 +224,7 @@ def test_triton_kernel_matches_sdpa_in_the_interpreter(n_q, n_k, d, causal):
         s = s.masked_fill(torch.ones(n_q, n_k, dtype=torch.bool).triu(1), float("-inf"))
     torch.testing.assert_close(lse, torch.logsumexp(s, dim=-1), rtol=1e-5, atol=1e-6)
     assert lse.dtype == torch.float32
-    if causal and n_q < n_k:  # gradients flow through the PyTorch tiled backward
+    if causal and n_q < n_k:  # gradients flow through the Triton backward kernels
         for ours, theirs in zip(grads(o, (q, k, v)), grads(ref, (q, k, v)), strict=True):
             torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
@@ -241,6 +241,7 @@ def test_triton_causal_stages_with_unequal_blocks_match_sdpa(n_q, n_k, block_m, 
 
 
 COMPILE_FOR_A_GPU = """
+import inspect
 import os
 os.environ["TRITON_INTERPRET"] = "0"  # compile mode, although this machine has no GPU
 from triton.backends.compiler import GPUTarget
@@ -254,6 +255,23 @@ for dtype, causal, precision in (("fp16", True, "tf32"), ("fp32", False, "ieee")
     source = ASTSource(fn=fl._jitted_kernel(False), signature=signature, constexprs=constants)
     binary = compile(source, target=GPUTarget("cuda", 80, 32), options={"num_warps": 4})
     print(dtype, len(binary.asm["cubin"]) > 0)
+# the backward kernels, float16 and causal (the GPU's usual case)
+pointers = ["*fp16"] * 4 + ["*fp32"] * 2
+backward = ((fl.flash_backward_dkdv_kernel, ["*fp16"] * 2), (fl.flash_backward_dq_kernel, ["*fp16"]))
+for kernel, extra in backward:
+    args = list(inspect.signature(kernel).parameters)
+    types = pointers + extra + ["i32", "i32", "fp32"]
+    signature = dict(zip(args, types + ["constexpr"] * 5))
+    constants = {(len(types) + i,): c for i, c in enumerate([64, 64, 32, True, "tf32"])}
+    source = ASTSource(fn=fl._jitted(kernel, False), signature=signature, constexprs=constants)
+    binary = compile(source, target=GPUTarget("cuda", 80, 32), options={"num_warps": 4})
+    print(kernel.__name__, len(binary.asm["cubin"]) > 0)
+signature = {"Out": "*fp16", "DO": "*fp16", "Delta": "*fp32", "n_q": "i32", "HEAD_DIM": "constexpr",
+             "BLOCK_M": "constexpr"}
+source = ASTSource(fn=fl._jitted(fl.flash_backward_preprocess_kernel, False), signature=signature,
+                   constexprs={(4,): 64, (5,): 64})
+binary = compile(source, target=GPUTarget("cuda", 80, 32), options={"num_warps": 4})
+print("flash_backward_preprocess_kernel", len(binary.asm["cubin"]) > 0)
 """
 
 
@@ -263,7 +281,9 @@ def test_triton_kernel_compiles_to_a_cubin_for_an_a100_without_a_gpu():
     result = subprocess.run([sys.executable, "-c", COMPILE_FOR_A_GPU], capture_output=True, text=True,
                             timeout=300, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["fp16", "True", "fp32", "True"]
+    assert result.stdout.split() == ["fp16", "True", "fp32", "True", "flash_backward_dkdv_kernel", "True",
+                                     "flash_backward_dq_kernel", "True",
+                                     "flash_backward_preprocess_kernel", "True"]
 
 
 @interpreter_only
@@ -292,6 +312,82 @@ def test_triton_kernel_refuses_what_it_cannot_do():
         fl.flash_attention_triton(q, k, v, block_m=24)
     with pytest.raises(ValueError, match="block_n must be a power of two"):
         fl.flash_attention_triton(q, k, v, block_n=8)
+
+
+# --------------------------------------------------------------------------------------------
+# the Triton backward pass (FlashAttention-2's Algorithm 2), in the interpreter
+# --------------------------------------------------------------------------------------------
+@interpreter_only
+@pytest.mark.parametrize(("n_q", "n_k", "d", "causal", "block_m", "block_n"),
+                         [(37, 37, 16, False, 16, 16), (37, 37, 16, True, 16, 16),
+                          (45, 20, 32, False, 16, 32), (20, 45, 32, True, 32, 16),
+                          (70, 70, 16, True, 16, 32), (70, 70, 16, True, 32, 16),
+                          (128, 128, 32, True, 64, 64), (50, 90, 16, True, 16, 16)])
+def test_triton_backward_matches_sdpa_autograd_and_the_pytorch_tiles(n_q, n_k, d, causal, block_m, block_n):
+    """dQ, dK, dV from the three kernels equal autograd through SDPA and flash_backward, float32.
+    Sizes not multiples of the blocks (padding rows and columns), N_q != N_k both ways, unequal
+    blocks (the causal loops start and stop inside blocks), and keys no causal query sees."""
+    q, k, v = qkv(2, 2, n_q, n_k, d, dtype=torch.float32, requires_grad=True)
+    scale = 0.3  # not 1/sqrt(d): the kernels must use the scale they are given
+    o, lse = fl.flash_attention_triton(q, k, v, causal=causal, scale=scale, block_m=block_m,
+                                       block_n=block_n, return_lse=True)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(3))
+    ours = fl.flash_attention_triton_backward(q, k, v, o.detach(), lse, do, causal, scale=scale,
+                                              block_m=block_m, block_n=block_n)
+    via_autograd = torch.autograd.grad(o, (q, k, v), do)  # the Function's backward: same kernels
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    theirs = torch.autograd.grad(ref, (q, k, v), do)
+    tiles = fl.flash_backward(q.detach(), k.detach(), v.detach(), o.detach(), lse, do, causal,
+                              block_m, block_n, scale)
+    for name, a, b, c, t in zip("qkv", ours, via_autograd, theirs, tiles, strict=True):
+        assert a.shape == c.shape and a.dtype == torch.float32, name
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"d{n} vs SDPA: {m}")
+        torch.testing.assert_close(a, t, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"d{n} vs tiles: {m}")
+    if causal and n_k > n_q:  # keys after the last query get no gradient
+        assert ours[1][:, :, n_q:].abs().max() == 0 and ours[2][:, :, n_q:].abs().max() == 0
+
+
+@interpreter_only
+def test_triton_backward_through_a_loss_in_half_precision():
+    q, k, v = qkv(1, 1, 33, 33, 16, dtype=torch.float16, requires_grad=True)
+    o = fl.flash_attention_triton(q, k, v, causal=True, block_m=16, block_n=16)
+    (o.float() ** 2).sum().backward()
+    ref_inputs = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    (sdpa(*ref_inputs, True) ** 2).sum().backward()
+    for t, r in zip((q, k, v), ref_inputs, strict=True):
+        assert t.grad.dtype == torch.float16
+        torch.testing.assert_close(t.grad.float(), r.grad, rtol=0, atol=2e-2)
+
+
+@interpreter_only
+def test_triton_backward_refuses_bad_arguments_by_name():
+    q, k, v = qkv(1, 1, 8, 8, 16, dtype=torch.float32)
+    o, lse = fl.flash_attention_triton(q, k, v, return_lse=True, block_m=16, block_n=16)
+    do = torch.ones_like(o)
+    back = fl.flash_attention_triton_backward
+    with pytest.raises(TypeError, match=r"o must be a torch\.Tensor"):
+        back(q, k, v, o.numpy(), lse, do)
+    with pytest.raises(ValueError, match=r"do must have shape \(1, 1, 8, 16\)"):
+        back(q, k, v, o, lse, do[:, :, :4])
+    with pytest.raises(ValueError, match=r"lse must have shape \(1, 1, 8\)"):
+        back(q, k, v, o, lse[..., None], do)
+    with pytest.raises(TypeError, match=r"do must have dtype torch\.float32"):
+        back(q, k, v, o, lse, do.half())
+    with pytest.raises(TypeError, match="lse must have dtype a floating dtype"):
+        back(q, k, v, o, lse.long(), do)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        back(q, k, v, o, lse, do, 1)
+    with pytest.raises(ValueError, match="do must be finite"):
+        back(q, k, v, o, lse, torch.full_like(do, float("nan")))
+    with pytest.raises(ValueError, match="head dimension d=24"):
+        back(*qkv(1, 1, 8, 8, 24, dtype=torch.float32), o, lse, do)
+    with pytest.raises(ValueError, match="block_n must be a power of two"):
+        back(q, k, v, o, lse, do, block_n=24)
+    with pytest.raises(ValueError, match="num_warps"):
+        back(q, k, v, o, lse, do, num_warps=0)
+    with pytest.raises(ValueError, match="scale"):
+        back(q, k, v, o, lse, do, scale=float("nan"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ What is here, from the reference to the fast paths (each one says what it reads 
   the tiles (a ``torch.autograd.Function``);
 - :func:`flash_attention_triton`: the forward pass as a Triton kernel. On CUDA tensors it is
   compiled; on CPU tensors it runs in the Triton *interpreter* (see below);
+- :func:`flash_attention_triton_backward`: FlashAttention-2's backward pass as Triton kernels
+  (:math:`D_i`, then :math:`dK, dV` per key block, then :math:`dQ` per query block), used by
+  ``flash_attention_triton``'s autograd;
 - :func:`hbm_traffic`: the elements moved between slow (HBM) and fast (SRAM) memory by the
   standard algorithm and by FlashAttention, counted by simulating their loops;
 - :func:`peak_memory`: the peak of the CPU allocator during a call, from ``torch.profiler``;
@@ -80,6 +83,7 @@ __all__ = [
     "flash2_block_size",
     "flash_attention",
     "flash_attention_triton",
+    "flash_attention_triton_backward",
     "flash_backward",
     "flash_block_sizes",
     "flash_forward",
@@ -632,6 +636,110 @@ if tl is not None:
         lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # back to natural log: × ln 2
         tl.store(LSE + bh * n_q + offs_m, lse, mask=offs_m < n_q)
 
+    def flash_backward_preprocess_kernel(
+        Out, DO, Delta,  # pointers to (B·H, N_Q, D) twice and (B·H, N_Q)
+        n_q, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):
+        """:math:`D_i = \\operatorname{rowsum}(dO_i \\circ O_i)` for one block of rows; grid
+        (⌈N_q/BLOCK_M⌉, B·H). Reads O and dO once, writes N_q numbers: the softmax's correction
+        term without P."""
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        bh = tl.program_id(1)
+        offs_d = tl.arange(0, HEAD_DIM)
+        off = bh * n_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+        o = tl.load(Out + off, mask=offs_m[:, None] < n_q, other=0.0).to(tl.float32)
+        do = tl.load(DO + off, mask=offs_m[:, None] < n_q, other=0.0).to(tl.float32)
+        tl.store(Delta + bh * n_q + offs_m, tl.sum(o * do, 1), mask=offs_m < n_q)
+
+    def flash_backward_dkdv_kernel(
+        Q, K, V, DO, LSE, Delta, DK, DV,  # Q, dO: (B·H, N_Q, D); K, V, dK, dV: (B·H, N_K, D); L, D: (B·H,N_Q)
+        n_q, n_k, scale,
+        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ):
+        """One program = one block of BLOCK_N keys; grid (⌈N_k/BLOCK_N⌉, B·H). FlashAttention-2's
+        Algorithm 2 for :math:`dK_j, dV_j`: they stay on chip while the loop sweeps the query
+        blocks that can see these keys, rebuilding each tile of P from Q, K and the saved L.
+
+        The tile is computed transposed, keys as rows (as in Triton's fused-attention tutorial):
+        :math:`P_{ij}^\\top = 2^{s'^\\top - L_i \\log_2 e}` with :math:`s' = \\tau \\log_2(e)\\, QK^\\top`,
+        then :math:`dV_j \\mathrel{+}= P^\\top dO_i`, :math:`dP^\\top = V_j dO_i^\\top`,
+        :math:`dS^\\top = P^\\top \\circ (dP^\\top - D_i)`, :math:`dK_j \\mathrel{+}= \\tau\\, dS^\\top Q_i`.
+        """
+        start_n = tl.program_id(0) * BLOCK_N  # first key of this program
+        bh = tl.program_id(1)
+        offs_n = start_n + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key indices
+        offs_m = tl.arange(0, BLOCK_M)  # (BLOCK_M,) query rows within a block
+        offs_d = tl.arange(0, HEAD_DIM)
+        kv_off = bh * n_k * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+        k = tl.load(K + kv_off, mask=offs_n[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
+        v = tl.load(V + kv_off, mask=offs_n[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
+        qk_scale = scale * 1.4426950408889634  # τ·log2(e), as in the forward kernel
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        lo = 0  # first query row whose block may see these keys
+        if CAUSAL:
+            lo = (start_n // BLOCK_M) * BLOCK_M  # queries before start_n see none of them
+        for start_m in range(lo, n_q, BLOCK_M):
+            rows = start_m + offs_m  # (BLOCK_M,) query indices
+            q_off = bh * n_q * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :]
+            q = tl.load(Q + q_off, mask=rows[:, None] < n_q, other=0.0)  # (BLOCK_M, HEAD_DIM)
+            do = tl.load(DO + q_off, mask=rows[:, None] < n_q, other=0.0)
+            lse2 = tl.load(LSE + bh * n_q + rows, mask=rows < n_q, other=0.0) * 1.4426950408889634
+            delta = tl.load(Delta + bh * n_q + rows, mask=rows < n_q, other=0.0)  # D_i
+            st = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+            visible = (offs_n[:, None] < n_k) & (rows[None, :] < n_q)
+            if CAUSAL:
+                visible = visible & (offs_n[:, None] <= rows[None, :])  # key j ≤ query i
+            pt = tl.exp2(tl.where(visible, st, float("-inf")) - lse2[None, :])  # P^T, exact
+            dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
+            dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)  # dP^T (BLOCK_N, BLOCK_M)
+            dst = pt * (dpt - delta[None, :])  # dS^T
+            dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PRECISION)
+        tl.store(DK + kv_off, (dk * scale).to(DK.dtype.element_ty), mask=offs_n[:, None] < n_k)
+        tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < n_k)
+
+    def flash_backward_dq_kernel(
+        Q, K, V, DO, LSE, Delta, DQ,  # as in flash_backward_dkdv_kernel; DQ like Q
+        n_q, n_k, scale,
+        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ):
+        """One program = one block of BLOCK_M queries; grid (⌈N_q/BLOCK_M⌉, B·H). The forward
+        kernel's loop again, with :math:`P_{ij} = 2^{s' - L_i \\log_2 e}` rebuilt from the saved
+        L instead of an online softmax: :math:`dP = dO_i V_j^\\top`,
+        :math:`dS = P \\circ (dP - D_i)`, :math:`dQ_i \\mathrel{+}= \\tau\\, dS K_j`. A separate
+        kernel, so that no two programs add to the same rows of dQ (no atomics)."""
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        rows = start_m + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q_off = bh * n_q * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :]
+        q = tl.load(Q + q_off, mask=rows[:, None] < n_q, other=0.0)  # (BLOCK_M, HEAD_DIM)
+        do = tl.load(DO + q_off, mask=rows[:, None] < n_q, other=0.0)
+        lse2 = tl.load(LSE + bh * n_q + rows, mask=rows < n_q, other=0.0) * 1.4426950408889634
+        delta = tl.load(Delta + bh * n_q + rows, mask=rows < n_q, other=0.0)
+        qk_scale = scale * 1.4426950408889634
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        hi = n_k
+        if CAUSAL:
+            hi = tl.minimum(n_k, start_m + BLOCK_M)  # keys after the block's last query are hidden
+        for start_n in range(0, hi, BLOCK_N):
+            cols = start_n + offs_n
+            kv_off = bh * n_k * HEAD_DIM + cols[:, None] * HEAD_DIM + offs_d[None, :]
+            k = tl.load(K + kv_off, mask=cols[:, None] < n_k, other=0.0)  # (BLOCK_N, HEAD_DIM)
+            v = tl.load(V + kv_off, mask=cols[:, None] < n_k, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+            visible = cols[None, :] < n_k
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= rows[:, None])
+            p = tl.exp2(tl.where(visible, s, float("-inf")) - lse2[:, None])  # P, exact
+            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+        tl.store(DQ + q_off, (dq * scale).to(DQ.dtype.element_ty), mask=rows[:, None] < n_q)
+
 
 def triton_interpreted() -> bool:
     """Whether Triton runs kernels in its interpreter in this process.
@@ -662,11 +770,16 @@ def _triton_interpret_env(interpret: bool) -> Iterator[None]:
 
 
 @functools.cache
-def _jitted_kernel(interpret: bool) -> Callable:
-    """:func:`flash_forward_kernel` decorated with ``triton.jit``, in the same mode as Triton's
-    own library functions (whatever ``TRITON_INTERPRET`` says now)."""
+def _jitted(kernel: Callable, interpret: bool) -> Callable:
+    """``kernel`` decorated with ``triton.jit``, in the same mode as Triton's own library
+    functions (whatever ``TRITON_INTERPRET`` says now)."""
     with _triton_interpret_env(interpret):
-        return triton.jit(flash_forward_kernel)
+        return triton.jit(kernel)
+
+
+def _jitted_kernel(interpret: bool) -> Callable:
+    """:func:`flash_forward_kernel`, jitted (see :func:`_jitted`)."""
+    return _jitted(flash_forward_kernel, interpret)
 
 
 def _check_block(name: str, value: int) -> int:
@@ -675,6 +788,28 @@ def _check_block(name: str, value: int) -> int:
         raise ValueError(f"{name} must be a power of two in [16, 256] (tl.arange and tl.dot need it), "
                          f"got {value}")
     return value
+
+
+def _check_triton_call(caller, q, k, v, block_m, block_n, scale) -> tuple[int, int, float]:
+    """The checks every Triton entry point makes; returns the block sizes and :math:`\\tau`."""
+    if triton is None:
+        raise ImportError(f"{caller} needs triton: pip install triton")
+    _check_qkv(q, k, v)
+    d = q.shape[-1]
+    if d not in TRITON_HEAD_DIMS:
+        raise ValueError(f"head dimension d={d} is not supported by the Triton kernel; "
+                         f"expected one of {TRITON_HEAD_DIMS} (pad the heads, or use flash_attention)")
+    if q.dtype not in _TRITON_DTYPES:
+        raise TypeError(f"the Triton kernel supports dtypes {_TRITON_DTYPES}, got {q.dtype}")
+    if q.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"tensors must be on the CPU (interpreter) or a CUDA GPU, got {q.device}")
+    if q.device.type == "cpu" and not triton_interpreted():
+        raise RuntimeError(
+            "CPU tensors need the Triton interpreter, but triton was imported in compile mode; "
+            "set TRITON_INTERPRET=1 before the first `import triton` (restart the kernel), or move "
+            "the tensors to a CUDA GPU")
+    block_m, block_n = _check_block("block_m", block_m), _check_block("block_n", block_n)
+    return block_m, block_n, _resolve_scale(scale, d)
 
 
 def flash_attention_triton(
@@ -687,8 +822,8 @@ def flash_attention_triton(
     Same result as :func:`flash_attention`. On CUDA tensors the kernel is compiled; on CPU
     tensors it runs in the Triton interpreter (see :func:`triton_interpreted`), which executes
     the same code with NumPy, one program after another (slow: keep shapes small). Gradients,
-    if asked for, come from the PyTorch tiled backward pass :func:`flash_backward`, using the
-    kernel's log-sum-exp.
+    if asked for, come from the Triton backward kernels (:func:`flash_attention_triton_backward`),
+    which rebuild P from the forward kernel's log-sum-exp.
 
     On a GPU, float32 inputs use IEEE products in ``tl.dot`` (exact, slow); use float16 or
     bfloat16 for speed (``bench/flash_attention.py``).
@@ -709,24 +844,7 @@ def flash_attention_triton(
         ValueError, TypeError: bad shapes, dtypes, devices, head dimension or block sizes.
         RuntimeError: CPU tensors, but triton was imported without the interpreter.
     """
-    if triton is None:
-        raise ImportError("flash_attention_triton needs triton: pip install triton")
-    _check_qkv(q, k, v)
-    d = q.shape[-1]
-    if d not in TRITON_HEAD_DIMS:
-        raise ValueError(f"head dimension d={d} is not supported by the Triton kernel; "
-                         f"expected one of {TRITON_HEAD_DIMS} (pad the heads, or use flash_attention)")
-    if q.dtype not in _TRITON_DTYPES:
-        raise TypeError(f"the Triton kernel supports dtypes {_TRITON_DTYPES}, got {q.dtype}")
-    if q.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"tensors must be on the CPU (interpreter) or a CUDA GPU, got {q.device}")
-    if q.device.type == "cpu" and not triton_interpreted():
-        raise RuntimeError(
-            "CPU tensors need the Triton interpreter, but triton was imported in compile mode; "
-            "set TRITON_INTERPRET=1 before the first `import triton` (restart the kernel), or move "
-            "the tensors to a CUDA GPU")
-    block_m, block_n = _check_block("block_m", block_m), _check_block("block_n", block_n)
-    tau = _resolve_scale(scale, d)
+    block_m, block_n, tau = _check_triton_call("flash_attention_triton", q, k, v, block_m, block_n, scale)
     o, lse = _TritonFlashFunction.apply(q, k, v, bool(causal), tau, block_m, block_n, num_warps, num_stages)
     return (o, lse) if return_lse else o
 
@@ -750,14 +868,82 @@ def _launch_triton(q, k, v, causal, scale, block_m, block_n, num_warps, num_stag
     return o3.reshape(B, H, n_q, d), lse.reshape(B, H, n_q)
 
 
+def flash_attention_triton_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+    do: torch.Tensor, causal: bool = False, *, scale: float | None = None, block_m: int = 64,
+    block_n: int = 64, num_warps: int = 4, num_stages: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FlashAttention-2's backward pass (Dao 2023, Algorithm 2) as three Triton kernels.
+
+    Given the forward pass's output ``o`` and log-sum-exp ``lse`` (:math:`L`) and the incoming
+    gradient ``do`` (:math:`dO`), it returns :math:`dQ, dK, dV` without storing anything
+    :math:`N_q \\times N_k`: each tile :math:`P_{ij} = e^{\\tau Q_i K_j^\\top - L_i}` is rebuilt on
+    chip from Q, K and L, the same recomputation as :func:`flash_backward`.
+
+    1. :func:`flash_backward_preprocess_kernel`: :math:`D_i = \\operatorname{rowsum}(dO_i \\circ O_i)`;
+    2. :func:`flash_backward_dkdv_kernel`: one program per key block, looping over query blocks;
+    3. :func:`flash_backward_dq_kernel`: one program per query block, looping over key blocks.
+
+    Args:
+        q: ``(B, H, N_q, d)``; k, v: ``(B, H, N_k, d)``; constraints as in :func:`flash_attention_triton`.
+        o, do: shape, dtype and device of ``q``.
+        lse: ``(B, H, N_q)``, a floating tensor on ``q``'s device (the forward's ``return_lse``).
+        causal, scale, block_m, block_n, num_warps, num_stages: as in :func:`flash_attention_triton`
+            (use the forward's ``causal`` and ``scale``).
+
+    Returns:
+        ``dq, dk, dv`` with the shapes and dtype of ``q, k, v``.
+    """
+    block_m, block_n, tau = _check_triton_call("flash_attention_triton_backward", q, k, v,
+                                               block_m, block_n, scale)
+    for name, t, shape in (("o", o, q.shape), ("do", do, q.shape), ("lse", lse, q.shape[:3])):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.shape != shape or t.device != q.device:
+            raise ValueError(f"{name} must have shape {tuple(shape)} on {q.device}, "
+                             f"got {tuple(t.shape)} on {t.device}")
+        if (t.dtype != q.dtype) if name != "lse" else not t.dtype.is_floating_point:
+            expected = q.dtype if name != "lse" else "a floating dtype"
+            raise TypeError(f"{name} must have dtype {expected}, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} must be finite (the forward pass's output, its log-sum-exp and "
+                             f"the incoming gradient are), got a NaN or infinity")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+    num_warps = _check_positive_int("num_warps", num_warps)
+    num_stages = _check_positive_int("num_stages", num_stages)
+    return _launch_triton_backward(q, k, v, o, lse, do, causal, tau, block_m, block_n, num_warps, num_stages)
+
+
+def _launch_triton_backward(q, k, v, o, lse, do, causal, scale, block_m, block_n, num_warps, num_stages):
+    B, H, n_q, d = q.shape
+    n_k = k.shape[2]
+    q3, o3, do3 = (t.reshape(B * H, n_q, d).contiguous() for t in (q, o, do))  # (B·H, N_q, d)
+    k3, v3 = (t.reshape(B * H, n_k, d).contiguous() for t in (k, v))  # (B·H, N_k, d)
+    lse3 = lse.reshape(B * H, n_q).to(torch.float32).contiguous()  # (B·H, N_q)
+    delta = torch.empty(B * H, n_q, dtype=torch.float32, device=q.device)  # D, (B·H, N_q)
+    dq3, dk3, dv3 = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
+    interpret = triton_interpreted()
+    launch = {"num_warps": num_warps, "num_stages": num_stages}
+    common = {"HEAD_DIM": d, "BLOCK_M": block_m, "BLOCK_N": block_n, "CAUSAL": causal,
+              "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32", **launch}
+    _jitted(flash_backward_preprocess_kernel, interpret)[(triton.cdiv(n_q, block_m), B * H)](
+        o3, do3, delta, n_q, HEAD_DIM=d, BLOCK_M=block_m, **launch)
+    _jitted(flash_backward_dkdv_kernel, interpret)[(triton.cdiv(n_k, block_n), B * H)](
+        q3, k3, v3, do3, lse3, delta, dk3, dv3, n_q, n_k, scale, **common)
+    _jitted(flash_backward_dq_kernel, interpret)[(triton.cdiv(n_q, block_m), B * H)](
+        q3, k3, v3, do3, lse3, delta, dq3, n_q, n_k, scale, **common)
+    return dq3.reshape(q.shape), dk3.reshape(k.shape), dv3.reshape(v.shape)
+
+
 class _TritonFlashFunction(torch.autograd.Function):
-    """Triton forward, PyTorch tiled backward (recomputing P from the kernel's log-sum-exp)."""
+    """Triton forward, Triton backward (recomputing P from the kernel's log-sum-exp)."""
 
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, block_m, block_n, num_warps, num_stages):
         o, lse = _launch_triton(q, k, v, causal, scale, block_m, block_n, num_warps, num_stages)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.config = (causal, block_m, block_n, scale)
+        ctx.config = (causal, block_m, block_n, scale, num_warps, num_stages)
         ctx.mark_non_differentiable(lse)
         return o, lse
 
@@ -765,9 +951,9 @@ class _TritonFlashFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, _dlse):
         q, k, v, o, lse = ctx.saved_tensors
-        causal, block_m, block_n, scale = ctx.config
-        dq, dk, dv = flash_backward(q, k, v, o, lse.to(q.dtype), do.contiguous(), causal,
-                                    block_m, block_n, scale)
+        causal, block_m, block_n, scale, num_warps, num_stages = ctx.config
+        dq, dk, dv = _launch_triton_backward(q, k, v, o, lse, do.contiguous(), causal, scale,
+                                             block_m, block_n, num_warps, num_stages)
         return dq, dk, dv, None, None, None, None, None, None
 
 
