@@ -255,17 +255,16 @@ for dtype, causal, precision in (("fp16", True, "tf32"), ("fp32", False, "ieee")
     source = ASTSource(fn=fl._jitted_kernel(False), signature=signature, constexprs=constants)
     binary = compile(source, target=GPUTarget("cuda", 80, 32), options={"num_warps": 4})
     print(dtype, len(binary.asm["cubin"]) > 0)
-# the backward kernels, float16 and causal (the GPU's usual case)
-pointers = ["*fp16"] * 4 + ["*fp32"] * 2
-backward = ((fl.flash_backward_dkdv_kernel, ["*fp16"] * 2), (fl.flash_backward_dq_kernel, ["*fp16"]))
-for kernel, extra in backward:
-    args = list(inspect.signature(kernel).parameters)
-    types = pointers + extra + ["i32", "i32", "fp32"]
-    signature = dict(zip(args, types + ["constexpr"] * 5))
-    constants = {(len(types) + i,): c for i, c in enumerate([64, 64, 32, True, "tf32"])}
-    source = ASTSource(fn=fl._jitted(kernel, False), signature=signature, constexprs=constants)
-    binary = compile(source, target=GPUTarget("cuda", 80, 32), options={"num_warps": 4})
-    print(kernel.__name__, len(binary.asm["cubin"]) > 0)
+# the backward kernels: float16 causal (the GPU's usual case) and float32 (the chapter on Colab)
+for dtype, causal, precision in (("fp16", True, "tf32"), ("fp32", False, "ieee")):
+    for kernel, n_grads in ((fl.flash_backward_dkdv_kernel, 2), (fl.flash_backward_dq_kernel, 1)):
+        args = list(inspect.signature(kernel).parameters)
+        types = [f"*{dtype}"] * 4 + ["*fp32"] * 2 + [f"*{dtype}"] * n_grads + ["i32", "i32", "fp32"]
+        signature = dict(zip(args, types + ["constexpr"] * 5))
+        constants = {(len(types) + i,): c for i, c in enumerate([64, 64, 32, causal, precision])}
+        source = ASTSource(fn=fl._jitted(kernel, False), signature=signature, constexprs=constants)
+        binary = compile(source, target=GPUTarget("cuda", 80, 32), options={"num_warps": 4})
+        print(kernel.__name__, dtype, len(binary.asm["cubin"]) > 0)
 signature = {"Out": "*fp16", "DO": "*fp16", "Delta": "*fp32", "n_q": "i32", "HEAD_DIM": "constexpr",
              "BLOCK_M": "constexpr"}
 source = ASTSource(fn=fl._jitted(fl.flash_backward_preprocess_kernel, False), signature=signature,
@@ -281,8 +280,9 @@ def test_triton_kernel_compiles_to_a_cubin_for_an_a100_without_a_gpu():
     result = subprocess.run([sys.executable, "-c", COMPILE_FOR_A_GPU], capture_output=True, text=True,
                             timeout=300, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["fp16", "True", "fp32", "True", "flash_backward_dkdv_kernel", "True",
-                                     "flash_backward_dq_kernel", "True",
+    backward = [word for dtype in ("fp16", "fp32") for name in ("dkdv", "dq")
+                for word in (f"flash_backward_{name}_kernel", dtype, "True")]
+    assert result.stdout.split() == ["fp16", "True", "fp32", "True", *backward,
                                      "flash_backward_preprocess_kernel", "True"]
 
 
