@@ -577,3 +577,64 @@ def test_pass_at_k_large_n_is_stable():
 def test_pass_at_k_bad_arguments(args, exc, match):
     with pytest.raises(exc, match=match):
         R.pass_at_k(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# Kimi k1.5's prioritised sampling
+# --------------------------------------------------------------------------------------------
+def test_prioritised_prompts_frequencies_follow_one_minus_success():
+    success = torch.tensor([0.0, 0.5, 0.75, 1.0, 0.99])
+    weights = torch.tensor([1.0, 0.5, 0.25, R.PRIORITY_FLOOR, R.PRIORITY_FLOOR])  # by hand
+    n = 200_000
+    idx = R.prioritised_prompts(success, n, torch.Generator().manual_seed(0))
+    assert idx.shape == (n,) and idx.dtype == torch.long
+    freq = torch.bincount(idx, minlength=5).double() / n
+    expected = (weights / weights.sum()).double()
+    # binomial standard error at n = 200k is below 1.2e-3; allow 4 of them
+    assert torch.allclose(freq, expected, atol=5e-3), (freq, expected)
+
+
+def test_prioritised_prompts_all_solved_is_uniform_and_deterministic_per_seed():
+    idx = R.prioritised_prompts(torch.ones(4), 40_000, torch.Generator().manual_seed(1))
+    freq = torch.bincount(idx, minlength=4).double() / 40_000
+    assert torch.allclose(freq, torch.full((4,), 0.25, dtype=torch.float64), atol=0.01)
+    rates = torch.rand(6, generator=torch.Generator().manual_seed(9))
+    a = R.prioritised_prompts(rates, 10, torch.Generator().manual_seed(3))
+    b = R.prioritised_prompts(rates, 10, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_train_rl_prioritised_runs_and_uniform_unchanged():
+    task = R.AdditionTask(max_operand=2)
+    torch.manual_seed(0)
+    start = R.WindowPolicy(task.prompt_len, max_new_tokens=3)
+    common = dict(iterations=3, prompts_per_iteration=4, k=3, eval_every=3, eval_samples=2)
+    _, h = R.train_rl(start, task, R.RLConfig(prompt_sampling="prioritised", **common))
+    assert len(h.step_kl) == 3 and all(math.isfinite(x) for x in h.step_kl)
+    # the default stays the uniform draw: two runs with the same seed agree exactly
+    _, h1 = R.train_rl(start, task, R.RLConfig(**common))
+    _, h2 = R.train_rl(start, task, R.RLConfig(prompt_sampling="uniform", **common))
+    assert h1.step_kl == h2.step_kl
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((torch.tensor([0.5, 1.5]), 3), ValueError, "success"),
+    ((torch.tensor([0.5, -0.1]), 3), ValueError, "success"),
+    ((torch.tensor([0.5, float("nan")]), 3), ValueError, "success"),
+    ((torch.zeros(0), 3), ValueError, "success"),
+    ((torch.zeros(2, 2), 3), ValueError, "success"),
+    ((torch.tensor([0, 1]), 3), TypeError, "success"),
+    (([0.5, 0.5], 3), TypeError, "success"),
+    ((torch.tensor([0.5]), 0), ValueError, "n"),
+    ((torch.tensor([0.5]), 2.0), TypeError, "n"),
+])
+def test_prioritised_prompts_bad_arguments(args, exc, match):
+    with pytest.raises(exc, match=match):
+        R.prioritised_prompts(*args, torch.Generator().manual_seed(0))
+
+
+def test_prioritised_prompts_bad_generator_and_config():
+    with pytest.raises(TypeError, match="generator"):
+        R.prioritised_prompts(torch.tensor([0.5]), 2, 0)
+    with pytest.raises(ValueError, match="prompt_sampling"):
+        R.RLConfig(prompt_sampling="hard_first")

@@ -76,6 +76,7 @@ __all__ = [
     "N_ACTIONS",
     "PAD",
     "PLUS",
+    "PRIORITY_FLOOR",
     "TOKEN_TEXT",
     "VOCAB_SIZE",
     "AdditionTask",
@@ -96,6 +97,7 @@ __all__ = [
     "kimi_length_reward",
     "kimi_loss",
     "pass_at_k",
+    "prioritised_prompts",
     "sample_answers",
     "train_rl",
     "warmup_policy",
@@ -107,6 +109,9 @@ PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
 N_ACTIONS = 13
 VOCAB_SIZE = 14
 TOKEN_TEXT = [*"0123456789", "+", "=", "·", "_"]  # "·" marks the end token in printouts
+#: Smallest sampling weight 1 - s_i of a prompt under prioritised sampling (a solved prompt
+#: is still drawn now and then, so its success rate can be updated if it is forgotten).
+PRIORITY_FLOOR = 0.02
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,6 +779,9 @@ class RLConfig:
     eval_every: int = 5
     eval_samples: int = 16  #: answers per prompt when measuring accuracy
     seed: int = 0
+    #: "uniform" (B distinct prompts per iteration) or "prioritised" (Kimi §2.3.4: B prompts drawn
+    #: with replacement, prompt i with probability proportional to 1 - s_i, s_i its success rate)
+    prompt_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         check_fields(self, {
@@ -783,7 +791,7 @@ class RLConfig:
             "lr": check_positive, "tau": check_positive, "beta": check_nonnegative,
             "clip_eps": check_positive, "length_weight": check_nonnegative,
             "length_warmup": (check_int, 0), "eval_every": check_int, "eval_samples": check_int,
-            "seed": (check_int, 0),
+            "seed": (check_int, 0), "prompt_sampling": (check_choice, ("uniform", "prioritised")),
         })
 
 
@@ -846,6 +854,31 @@ def pass_at_k(n_correct: int | torch.Tensor, n_samples: int, k: int) -> float | 
     return estimate.item() if scalar else estimate
 
 
+def prioritised_prompts(success: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Kimi k1.5's prioritised sampling (§2.3.4): ``n`` prompt indices, drawn with replacement,
+    prompt :math:`i` with probability proportional to :math:`\\max(1 - s_i,\\ f)`.
+
+    :math:`s_i \\in [0, 1]` is the success rate measured on prompt :math:`i` (``success``,
+    shape ``(P,)``), so prompts the policy fails on are drawn more often. The floor
+    :math:`f` = ``PRIORITY_FLOOR`` keeps a solved prompt (:math:`s_i = 1`) in play, so that its
+    success rate is measured again if the policy forgets it.
+
+    Returns:
+        A ``(n,)`` long tensor of indices into ``success``.
+    """
+    success = check_tensor("success", success, ndim=1)
+    if success.numel() == 0:
+        raise ValueError("success must hold one rate per prompt, got an empty tensor")
+    if bool(((success < 0) | (success > 1)).any()):
+        raise ValueError(f"success must be rates in [0, 1], got values in "
+                         f"[{success.min().item():g}, {success.max().item():g}]")
+    n = check_int("n", n)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    weights = (1 - success.detach().double()).clamp(min=PRIORITY_FLOOR)
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
 @torch.no_grad()
 def evaluate(policy: WindowPolicy, reference: WindowPolicy, task: AdditionTask, samples: int,
              generator: torch.Generator) -> dict[str, float]:
@@ -874,7 +907,10 @@ def train_rl(start: WindowPolicy, task: AdditionTask, cfg: RLConfig,
              progress: bool = False) -> tuple[WindowPolicy, RLHistory]:
     """RL from ``start`` with the Kimi k1.5 or the GRPO objective; ``start`` is not modified.
 
-    Each iteration: draw ``B`` prompts, sample ``k`` answers each from the current policy
+    Each iteration: draw ``B`` prompts (distinct and uniform, or with
+    ``prompt_sampling="prioritised"`` by :func:`prioritised_prompts`, where :math:`s_i` is the
+    share of right answers in the last iteration that drew prompt :math:`i`, 0 before), sample
+    ``k`` answers each from the current policy
     (which becomes :math:`\\pi_{\\theta_i}` / :math:`\\pi_{\\theta_{old}}`), score them with the
     verifier (plus ``length_weight`` times :func:`kimi_length_reward` once
     ``iteration >= length_warmup``), then take ``inner_steps`` Adam steps on the objective.
@@ -890,6 +926,7 @@ def train_rl(start: WindowPolicy, task: AdditionTask, cfg: RLConfig,
     g = torch.Generator().manual_seed(cfg.seed)
     g_eval = torch.Generator().manual_seed(cfg.seed + 1)
     a_all, b_all = task.operands()
+    success = torch.zeros(len(a_all))  # s_i per prompt, for prioritised sampling; 0 = not yet seen
     history = RLHistory()
     iterations = range(cfg.iterations + 1)
     if progress:
@@ -903,10 +940,17 @@ def train_rl(start: WindowPolicy, task: AdditionTask, cfg: RLConfig,
                 getattr(history, key).append(value)
         if it == cfg.iterations:
             break
-        idx = torch.randperm(len(a_all), generator=g)[: cfg.prompts_per_iteration]
+        if cfg.prompt_sampling == "uniform":
+            idx = torch.randperm(len(a_all), generator=g)[: cfg.prompts_per_iteration]
+        else:  # prioritised: hard prompts more often
+            idx = prioritised_prompts(success, cfg.prompts_per_iteration, g)
         prompts, target = task.prompts(a_all[idx], b_all[idx]), (a_all + b_all)[idx]
         answers, mask = sample_answers(policy, prompts, cfg.k, g)
         correct = addition_reward(answers, mask, target[:, None].expand(-1, cfg.k))  # (B, k)
+        # s_i: success rate of the prompt's groups in this iteration (pooled when drawn twice)
+        n_groups = torch.bincount(idx, minlength=len(a_all))
+        n_right = torch.zeros(len(a_all)).index_add_(0, idx, correct.mean(-1))
+        success = torch.where(n_groups > 0, n_right / n_groups.clamp(min=1), success)
         rewards = correct
         if cfg.length_weight > 0 and it >= cfg.length_warmup:
             rewards = correct + cfg.length_weight * kimi_length_reward(mask.sum(-1), correct > 0)
