@@ -342,3 +342,118 @@ def test_focal_loss_gradient_pushes_centres_up_and_background_down():
     # and it matches the formula at p = 1/2: centre -(1/2)^2 log(1/2) per cell, background -(1/2)^2 log(1/2)
     value = M.focal_loss_centernet(torch.zeros(1, 1, 3, 3), heatmap)
     assert value.item() == pytest.approx(9 * 0.25 * math.log(2), rel=1e-6)
+
+
+def _one_object_per_cell(seed: int, grid: int = 4, size: int = 64, num_classes: int = 3):
+    """Random boxes whose centres fall in distinct cells of a grid x grid map."""
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.randperm(grid * grid, generator=g)[:5]
+    cell = size / grid
+    inside = 0.05 + 0.9 * torch.rand(5, 2, generator=g)  # the centre's place in its cell
+    centre = (torch.stack([cells % grid, cells // grid], 1) + inside) * cell
+    wh = 3 + 30 * torch.rand(5, 2, generator=g)
+    boxes = torch.cat([centre - wh / 2, centre + wh / 2], 1)
+    return [{"boxes": boxes, "labels": torch.randint(0, num_classes, (5,), generator=g)}]
+
+
+def _yolo_reference_loss(output, target, image_size, nb=2, l_coord=5.0, l_noobj=0.5):
+    """YOLO v1's loss with explicit loops over images, cells and boxes (an independent reference)."""
+    b, g = output.shape[:2]
+    cell, total = image_size / g, 0.0
+    for n, i, j in itertools.product(range(b), range(g), range(g)):
+        out, t = output[n, i, j].tolist(), target[n, i, j].tolist()
+        boxes = [out[5 * k : 5 * k + 5] for k in range(nb)]
+        if t[0] == 0:
+            total += l_noobj * sum(box[0] ** 2 for box in boxes)
+            continue
+
+        def xyxy(x, y, sw, sh, i=i, j=j):
+            cx, cy = (j + x) * cell, (i + y) * cell
+            w, h = max(sw, 0) ** 2 * image_size, max(sh, 0) ** 2 * image_size
+            return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+        truth = torch.tensor([xyxy(*t[1:5])])
+        ious = [float(D.box_iou(torch.tensor([xyxy(*box[1:])]), truth)) for box in boxes]
+        r = max(range(nb), key=lambda k: ious[k])  # first maximum, as argmax
+        total += l_coord * sum((p - q) ** 2 for p, q in zip(boxes[r][1:], t[1:5], strict=True))
+        total += (boxes[r][0] - ious[r]) ** 2
+        total += l_noobj * sum(box[0] ** 2 for k, box in enumerate(boxes) if k != r)
+        total += sum((p - q) ** 2 for p, q in zip(out[5 * nb :], t[5:], strict=True))
+    return total / b
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_yolo_v1_loss_against_a_loop_reference_and_zero_only_at_the_target(seed):
+    targets = _one_object_per_cell(seed)
+    t = M.yolo_v1_targets(targets, grid=4, num_classes=3, image_size=64)
+    g = torch.Generator().manual_seed(100 + seed)
+    output = t[..., :5].repeat(1, 1, 1, 2) + 0.2 * torch.randn(1, 4, 4, 10, generator=g)
+    output = torch.cat([output, t[..., 5:] + 0.2 * torch.randn(1, 4, 4, 3, generator=g)], -1)
+    reference = _yolo_reference_loss(output, t, 64)
+    assert M.yolo_v1_loss(output, t, 64).item() == pytest.approx(reference, rel=1e-5)
+    # perfect: box 1 = target with confidence 1 (= its IoU), box 2 = anything with confidence 0
+    perfect = torch.cat([t[..., :5], torch.rand(1, 4, 4, 5, generator=g) * torch.tensor([0.0, 1, 1, 1, 1]),
+                         t[..., 5:]], -1)
+    perfect[..., 5] = perfect[..., 5].clamp(max=0.0)  # box 2's confidence 0 everywhere
+    perfect[..., 0] = t[..., 0]  # box 1's confidence: 1 on objects, 0 elsewhere
+    assert M.yolo_v1_loss(perfect, t, 64).item() == pytest.approx(0.0, abs=1e-10)
+    full = tuple((t[0, ..., 0] > 0).nonzero()[0].tolist())
+    empty = tuple((t[0, ..., 0] == 0).nonzero()[0].tolist())
+    seen = [(full, c) for c in (0, 1, 2, 3, 4, 5, 10, 11, 12)] + [(empty, 0), (empty, 5)]
+    for (i, j), channel in seen:  # any change the loss sees makes it positive
+        for step in (0.05, -0.05):
+            worse = perfect.clone()
+            worse[0, i, j, channel] += step
+            assert M.yolo_v1_loss(worse, t, 64).item() > 1e-5, (i, j, channel, step)
+    # what it does not see: box 2's coordinates anywhere, box 1's in an empty cell
+    ignored = perfect.clone()
+    ignored[0, full[0], full[1], 6:10] += 0.05
+    ignored[0, empty[0], empty[1], 1:5] += 0.05
+    assert M.yolo_v1_loss(ignored, t, 64).item() == pytest.approx(0.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decode_yolo_v1_round_trips_a_hand_made_target(seed):
+    targets = _one_object_per_cell(seed)
+    t = M.yolo_v1_targets(targets, grid=4, num_classes=3, image_size=64)
+    output = torch.cat([t[..., :5], torch.zeros(1, 4, 4, 5), 20 * t[..., 5:]], -1)  # box 2 never fires
+    decoded = M.decode_yolo_v1(output, image_size=64)[0]
+    keep = D.batched_nms(decoded["boxes"], decoded["scores"], decoded["labels"], 0.5)
+    keep = keep[decoded["scores"][keep] > 0.5]
+    order = torch.tensor(sorted(range(5), key=lambda n: targets[0]["boxes"][n].tolist()))
+    found = sorted(zip(decoded["boxes"][keep].tolist(), decoded["labels"][keep].tolist(), strict=True))
+    found_boxes = torch.tensor([b for b, _ in found])
+    torch.testing.assert_close(found_boxes, targets[0]["boxes"][order], atol=1e-4, rtol=0)
+    assert [c for _, c in found] == targets[0]["labels"][order].tolist()
+    # the box of cell (i, j) is listed at (i * G + j) * B
+    i, j = (t[0, ..., 0] > 0).nonzero()[0].tolist()
+    assert decoded["scores"][(i * 4 + j) * 2] > 0.99
+
+
+def test_train_and_detect_with_the_yolo_head():
+    images, targets = M.make_shapes(16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = M.TinyDetector(5 * 2 + 3, fpn=True, width=8, top_down=False)
+    recipe = M.TrainConfig(steps=30, batch_size=8)
+    losses = M.train_detector(model, images, targets, 3, recipe, progress=False, head="yolo_v1")
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+    found = M.detect(model, images[:3], 3, head="yolo_v1", score_threshold=0.0, top_k=7)
+    assert len(found) == 3 and all(len(r["scores"]) <= 7 for r in found)
+    raw = M.detect(model, images[:1], 3, head="yolo_v1", iou_threshold=None, score_threshold=0.0,
+                   top_k=10_000)[0]
+    assert len(raw["scores"]) == 16 * 16 * 2  # every box of every cell, before NMS
+
+
+def test_the_head_argument_is_checked():
+    images, targets = M.make_shapes(2, generator=torch.Generator().manual_seed(0))
+    yolo = M.TinyDetector(13, fpn=False, width=8)
+    with pytest.raises(ValueError, match="head must be one of"):
+        M.train_detector(yolo, images, targets, 3, progress=False, head="yolo")
+    with pytest.raises(ValueError, match=r"13 channels; head='yolo_v1' with num_classes=3 needs .* = 18"):
+        M.detect(yolo, images, 3, head="yolo_v1", boxes_per_cell=3)
+    with pytest.raises(ValueError, match="boxes_per_cell must be >= 1"):
+        M.detect(yolo, images, 3, head="yolo_v1", boxes_per_cell=0)
+    with pytest.raises(ValueError, match="peaks_only=True is CenterNet's peak filter"):
+        M.detect(yolo, images, 3, head="yolo_v1", peaks_only=True)
+    with pytest.raises(ValueError, match=r"head='centernet' with num_classes=3 needs K \+ 4 = 7"):
+        M.train_detector(M.TinyDetector(5, fpn=False, width=8), images, targets, 3, progress=False)

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from tutorlib import detection as det
 from tutorlib.validation import (
+    check_choice,
     check_fields,
     check_int,
     check_nonnegative,
@@ -459,10 +460,25 @@ def yolo_v1_loss(
     """YOLO v1's sum-squared loss (Redmon et al., 2016), averaged over images.
 
     ``output`` ``(B, G, G, 5 * boxes_per_cell + K)``: per cell B boxes ``[conf, x, y, √w, √h]``
-    then K class scores. In a cell with an object, the box with the highest IoU with it is
-    "responsible": its coordinates get weight :math:`\\lambda_{coord}` and its confidence is
-    trained towards that IoU; every other box's confidence towards 0 with weight
-    :math:`\\lambda_{noobj}`; the class scores towards the one-hot class.
+    then K class scores; ``target`` ``(B, G, G, 5 + K)`` from :func:`yolo_v1_targets`. In a cell
+    with an object, the box with the highest IoU with it is "responsible"
+    (:math:`\\mathbb 1^{obj}_{ib} = 1`): its coordinates get weight :math:`\\lambda_{coord}` and
+    its confidence is trained towards that IoU; every other box's confidence towards 0 with
+    weight :math:`\\lambda_{noobj}`; the class scores of a cell with an object towards its one-hot
+    class :math:`p_i`:
+
+    .. math::
+        \\mathcal L = \\lambda_{coord} \\sum_{i,b} \\mathbb 1^{obj}_{ib} \\big[(x_i - \\hat x_{ib})^2
+        + (y_i - \\hat y_{ib})^2 + (\\sqrt{w_i} - \\sqrt{\\hat w_{ib}})^2
+        + (\\sqrt{h_i} - \\sqrt{\\hat h_{ib}})^2\\big]
+        + \\sum_{i,b} \\mathbb 1^{obj}_{ib} (\\mathrm{IoU}_{ib} - \\hat C_{ib})^2
+        + \\lambda_{noobj} \\sum_{i,b} (1 - \\mathbb 1^{obj}_{ib}) \\hat C_{ib}^2
+        + \\sum_i \\mathbb 1^{obj}_i \\lVert p_i - \\hat p_i \\rVert^2 .
+
+    The IoU target is not differentiated through (it is computed under ``no_grad``).
+
+    Returns:
+        A scalar: the sum over cells, averaged over the images.
     """
     check_int("image_size", image_size)
     nb = check_int("boxes_per_cell", boxes_per_cell)
@@ -496,7 +512,17 @@ def yolo_v1_loss(
 def decode_yolo_v1(
     output: torch.Tensor, image_size: int, boxes_per_cell: int = 2
 ) -> list[dict[str, torch.Tensor]]:
-    """All ``G * G * B`` boxes of each image, with score = confidence × class probability, before NMS."""
+    """All ``G * G * B`` boxes of each image, with score = confidence × class probability, before NMS.
+
+    ``output`` ``(N, G, G, 5 B + K)`` as in :func:`yolo_v1_loss`. Box :math:`b` of cell
+    :math:`(i, j)` has centre :math:`((j + \\hat x) s, (i + \\hat y) s)` with cell side
+    :math:`s` = ``image_size / G``, size :math:`\\hat{\\sqrt w}^2 \\cdot` ``image_size`` (same for h),
+    label :math:`\\arg\\max_c \\hat p(c)` and score :math:`\\mathrm{clamp}(\\hat C_b, 0, 1)
+    \\max_c \\mathrm{softmax}(\\hat p)_c`. Boxes are listed cell by cell (row-major), B per cell.
+
+    Returns:
+        One dict per image: ``boxes`` ``(G G B, 4)`` xyxy pixels, ``scores``, ``labels``.
+    """
     check_int("image_size", image_size)
     nb = check_int("boxes_per_cell", boxes_per_cell)
     check_tensor("output", output, (None, "G", "G", None))
@@ -647,6 +673,18 @@ def init_head_prior(model: TinyDetector, num_classes: int, prior: float = 0.1) -
         model.head[-1].bias[:num_classes] = math.log(prior / (1 - prior))
 
 
+def _check_head(model: TinyDetector, head: object, num_classes: int, boxes_per_cell: object) -> None:
+    """``head`` is "centernet" or "yolo_v1", and the model has that head's number of channels."""
+    check_choice("head", head, ("centernet", "yolo_v1"))
+    nb = check_int("boxes_per_cell", boxes_per_cell)
+    need = num_classes + 4 if head == "centernet" else 5 * nb + num_classes
+    have = model.head[-1].out_channels
+    if (head == "centernet" and have < need) or (head == "yolo_v1" and have != need):
+        rule = "K + 4" if head == "centernet" else "5 * boxes_per_cell + K"
+        raise ValueError(f"model's head has {have} channels; head={head!r} with num_classes={num_classes} "
+                         f"needs {rule} = {need}" + (" or more" if head == "centernet" else ""))
+
+
 def train_detector(
     model: TinyDetector,
     images: torch.Tensor,
@@ -654,12 +692,18 @@ def train_detector(
     num_classes: int,
     config: TrainConfig | None = None,
     progress: bool = True,
+    head: str = "centernet",
+    boxes_per_cell: int = 2,
 ) -> list[float]:
-    """Train a CenterNet-style ``model`` on ``images`` ``(N, 3, S, S)`` with :func:`centernet_loss`.
+    """Train ``model`` on ``images`` ``(N, 3, S, S)``: a CenterNet head with :func:`centernet_loss`
+    (``head="centernet"``, ``K + 4`` head channels), or a YOLO-v1 head with :func:`yolo_v1_loss`
+    (``head="yolo_v1"``, ``5 B + K`` head channels with :math:`B` = ``boxes_per_cell``, on the
+    model's :math:`G \times G` output grid, :math:`G = S / \text{stride}`).
 
     Each step draws ``batch_size`` images at random (with replacement, from a generator seeded
     with ``config.seed``) and takes one AdamW step; the learning rate follows a one-cycle
-    schedule. The targets are computed once, up front (:func:`centernet_targets`).
+    schedule. The targets are computed once, up front (:func:`centernet_targets` or
+    :func:`yolo_v1_targets`).
 
     Returns:
         The training loss at every step.
@@ -678,9 +722,13 @@ def train_detector(
         raise ValueError(
             f"images and targets must have the same length, got {len(images)} and {len(targets)}"
         )
+    _check_head(model, head, num_classes, boxes_per_cell)
     device = next(model.parameters()).device  # train where the model is (see tutorlib.device())
     grid = images.shape[-1] // model.stride
-    all_targets = centernet_targets(targets, num_classes, grid, model.stride)  # computed once
+    if head == "centernet":
+        all_targets = centernet_targets(targets, num_classes, grid, model.stride)  # computed once
+    else:
+        all_targets = {"grid": yolo_v1_targets(targets, grid, num_classes, images.shape[-1])}
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, config.lr, total_steps=config.steps, pct_start=0.05, anneal_strategy="cos"
@@ -691,13 +739,17 @@ def train_detector(
         from tqdm.auto import tqdm
 
         name = ("FPN" if model.top_down else "stride 4, no top-down") if model.fpn else "single map"
-        steps = tqdm(steps, desc=f"training ({name})", leave=False)
+        steps = tqdm(steps, desc=f"training ({name}, {head})", leave=False)
     losses = []
     model.train()
     for _ in steps:
         idx = torch.randint(0, len(images), (config.batch_size,), generator=g)
         batch = {k: v[idx].to(device) for k, v in all_targets.items()}
-        loss = centernet_loss(model(images[idx].to(device)), batch)
+        output = model(images[idx].to(device))
+        if head == "centernet":
+            loss = centernet_loss(output, batch)
+        else:  # YOLO's functions want channels last: (B, G, G, 5 B + K)
+            loss = yolo_v1_loss(output.permute(0, 2, 3, 1), batch["grid"], images.shape[-1], boxes_per_cell)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -717,12 +769,15 @@ def detect(
     top_k: int = 100,
     batch_size: int = 100,
     peaks_only: bool = False,
+    head: str = "centernet",
+    boxes_per_cell: int = 2,
 ) -> list[dict[str, torch.Tensor]]:
-    """Run the detector: decode every cell (:func:`decode_centernet`), drop scores below
-    ``score_threshold``, then per-class NMS (:func:`tutorlib.detection.batched_nms`) unless
-    ``iou_threshold`` is None. With ``peaks_only``, only cells that are the maximum of their
-    3 × 3 neighbourhood are decoded (CenterNet's peak filter, usually with ``iou_threshold=None``).
-    The model runs on its device; the detections are on the CPU."""
+    """Run the detector: decode every cell (:func:`decode_centernet`, or with ``head="yolo_v1"``
+    :func:`decode_yolo_v1`: score = confidence × class probability, the ``top_k`` best), drop
+    scores below ``score_threshold``, then per-class NMS (:func:`tutorlib.detection.batched_nms`)
+    unless ``iou_threshold`` is None. With ``peaks_only`` (CenterNet only), only cells that are
+    the maximum of their 3 × 3 neighbourhood are decoded (CenterNet's peak filter, usually with
+    ``iou_threshold=None``). The model runs on its device; the detections are on the CPU."""
     _check_model(model)
     _check_images(images)
     check_int("num_classes", num_classes)
@@ -733,12 +788,22 @@ def detect(
     check_int("batch_size", batch_size)
     if not isinstance(peaks_only, bool):
         raise TypeError(f"peaks_only must be a bool, got {type(peaks_only).__name__} {peaks_only!r}")
+    _check_head(model, head, num_classes, boxes_per_cell)
+    if peaks_only and head != "centernet":
+        raise ValueError(f"peaks_only=True is CenterNet's peak filter; it needs head='centernet', "
+                         f"got {head!r}")
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
         output = model(images[start : start + batch_size].to(device)).cpu()  # NMS and metrics on the CPU
-        for r in decode_centernet(output, model.stride, num_classes, top_k, peaks_only=peaks_only):
+        if head == "centernet":
+            decoded = decode_centernet(output, model.stride, num_classes, top_k, peaks_only=peaks_only)
+        else:
+            decoded = decode_yolo_v1(output.permute(0, 2, 3, 1), images.shape[-1], boxes_per_cell)
+            best = [r["scores"].topk(min(top_k, len(r["scores"]))).indices for r in decoded]
+            decoded = [{k: v[i] for k, v in r.items()} for r, i in zip(decoded, best, strict=True)]
+        for r in decoded:
             keep = r["scores"] >= score_threshold
             r = {k: v[keep] for k, v in r.items()}
             if iou_threshold is not None:
