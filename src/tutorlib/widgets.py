@@ -38,7 +38,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-__all__ = ["widget_mode", "figure_to_png", "render_settings", "draw_setting", "interact"]
+__all__ = ["draw_setting", "figure_to_png", "interact", "render_settings", "widget_mode"]
 
 #: Settings rendered at most by one call, to keep pages light (each PNG is ~20–60 kB).
 MAX_SETTINGS = 256
