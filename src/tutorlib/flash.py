@@ -677,9 +677,9 @@ if tl is not None:
         qk_scale = scale * 1.4426950408889634  # τ·log2(e), as in the forward kernel
         dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-        lo = 0  # first query row whose block may see these keys
+        lo = 0  # first query row of the sweep (query blocks need not align with key blocks)
         if CAUSAL:
-            lo = (start_n // BLOCK_M) * BLOCK_M  # queries before start_n see none of them
+            lo = start_n  # queries before the first key see none of these keys
         for start_m in range(lo, n_q, BLOCK_M):
             rows = start_m + offs_m  # (BLOCK_M,) query indices
             q_off = bh * n_q * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :]
