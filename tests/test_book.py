@@ -49,3 +49,13 @@ def test_cache_key_of_the_tests_matches_the_build(tmp_path):
         build_nb = read_myst_markdown_notebook(md.read_text("utf8"), add_source_map=True, path=md)
         _, key_build = cache.create_hashed_notebook(build_nb)
         assert key_tests == key_build
+
+
+def test_every_cited_key_is_in_the_bibliography():
+    """A missing key stops the notebook export and the build; find it here first."""
+    bib = (ROOT / "references.bib").read_text(encoding="utf8")
+    keys = {k.lower() for k in re.findall(r"^@\w+\{([^,]+),", bib, flags=re.M)}
+    missing = [(md.name, key.strip()) for md in sorted((ROOT / "book").glob("*.md"))
+               for cited in re.findall(r"\{(?:foot)?cite(?::[pt])?\}`([^`]+)`", md.read_text(encoding="utf8"))
+               for key in cited.split(",") if key.strip().lower() not in keys]
+    assert missing == []
