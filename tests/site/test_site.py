@@ -37,12 +37,14 @@ def test_math_is_typeset_and_fits_the_column(open_page, path):
     assert errors == [], "TeX that MathJax could not typeset"
     assert report.blocked == []
     # On a 1280 px desktop no visible display equation may need its own horizontal scroll bar:
-    # a wider one is split with `aligned`. (Equations in collapsed solutions are not laid out.)
+    # a wider one is split with `aligned`. MathJax's container scrolls inside the column, so its
+    # own scrollWidth is what grows. (Equations in collapsed solutions are not laid out.)
     wide = page.eval_on_selector_all(
-        "div.math",
-        """els => els.filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
-                   .map(e => `${e.scrollWidth - e.clientWidth}px too wide, in section `
-                             + `#${e.closest('section')?.id}`)""",
+        "div.math mjx-container",
+        """els => els.filter(c => c.offsetParent !== null && c.scrollWidth > c.clientWidth + 1)
+                   .map(c => `${c.scrollWidth - c.clientWidth}px too wide: `
+                             + MathJax.startup.document.getMathItemsWithin(c.parentElement)
+                                 .map(item => item.math.trim().slice(0, 60)).join(' '))""",
     )
     assert wide == [], "display equations wider than the text column"
 
