@@ -457,3 +457,27 @@ def test_the_head_argument_is_checked():
         M.detect(yolo, images, 3, head="yolo_v1", peaks_only=True)
     with pytest.raises(ValueError, match=r"head='centernet' with num_classes=3 needs K \+ 4 = 7"):
         M.train_detector(M.TinyDetector(5, fpn=False, width=8), images, targets, 3, progress=False)
+
+
+def test_training_recipe_is_adamw_with_a_one_cycle_schedule():
+    """Peak learning rate after 5% of the steps, cosine down to (almost) zero at the end, AdamW's decay."""
+    model = torch.nn.Linear(2, 1)
+    config = M.TrainConfig(steps=100, lr=0.01, weight_decay=0.05)
+    optimiser, schedule = M.training_recipe(model, config)
+    assert isinstance(optimiser, torch.optim.AdamW) and optimiser.param_groups[0]["weight_decay"] == 0.05
+    rates = []
+    for _ in range(config.steps):
+        rates.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        schedule.step()
+    peak = max(range(len(rates)), key=rates.__getitem__)
+    assert peak == 4 and rates[peak] == pytest.approx(0.01)  # OneCycleLR: step pct_start * steps - 1
+    assert rates[0] == pytest.approx(0.01 / 25) and rates[-1] < 1e-4  # OneCycleLR's default div factors
+    assert all(a >= b for a, b in zip(rates[peak:-1], rates[peak + 1:], strict=True))  # never back up
+
+
+def test_training_recipe_refuses_bad_arguments():
+    with pytest.raises(TypeError, match="model"):
+        M.training_recipe("net", M.TrainConfig())
+    with pytest.raises(TypeError, match="config"):
+        M.training_recipe(torch.nn.Linear(2, 1), {"lr": 0.01})

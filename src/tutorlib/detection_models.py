@@ -56,6 +56,7 @@ __all__ = [
     "set_prediction_loss",
     "to_coco",
     "train_detector",
+    "training_recipe",
     "yolo_v1_loss",
     "yolo_v1_targets",
 ]
@@ -685,6 +686,25 @@ def _check_head(model: TinyDetector, head: object, num_classes: int, boxes_per_c
                          f"needs {rule} = {need}" + (" or more" if head == "centernet" else ""))
 
 
+def training_recipe(
+    model: nn.Module, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The recipe every head of the chapter trains with: AdamW (``config.lr``,
+    ``config.weight_decay``) and a one-cycle learning rate over ``config.steps`` steps (5% warm-up,
+    then cosine annealing; Smith & Topin, 2019). Returns ``(optimiser, schedule)``; call
+    ``schedule.step()`` after every ``optimiser.step()``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.__post_init__()  # fields may have been changed after construction
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, config.lr, total_steps=config.steps, pct_start=0.05, anneal_strategy="cos"
+    )
+    return optimiser, schedule
+
+
 def train_detector(
     model: TinyDetector,
     images: torch.Tensor,
@@ -729,10 +749,7 @@ def train_detector(
         all_targets = centernet_targets(targets, num_classes, grid, model.stride)  # computed once
     else:
         all_targets = {"grid": yolo_v1_targets(targets, grid, num_classes, images.shape[-1])}
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.lr, total_steps=config.steps, pct_start=0.05, anneal_strategy="cos"
-    )
+    optimiser, schedule = training_recipe(model, config)
     g = torch.Generator().manual_seed(config.seed)
     steps = range(config.steps)
     if progress:
