@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tutorlib import rl, rl_envs
+from tutorlib import rl, rl_ddpg, rl_envs
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -260,16 +260,16 @@ def test_polyak_update_by_hand():
             p.fill_(0.0)
         for p in source.parameters():
             p.fill_(1.0)
-    rl.polyak_update(target, source, 0.1)
+    rl_ddpg.polyak_update(target, source, 0.1)
     assert torch.allclose(target.weight, torch.full((1, 2), 0.1))
-    rl.polyak_update(target, source, 0.1)  # 0.1 * 1 + 0.9 * 0.1
+    rl_ddpg.polyak_update(target, source, 0.1)  # 0.1 * 1 + 0.9 * 0.1
     assert torch.allclose(target.bias, torch.tensor([0.19]))
-    rl.polyak_update(target, source, 1.0)
+    rl_ddpg.polyak_update(target, source, 1.0)
     assert torch.equal(target.weight, source.weight)
     with pytest.raises(ValueError, match=r"tau must be a finite number in \[0, 1\]"):
-        rl.polyak_update(target, source, 1.5)
+        rl_ddpg.polyak_update(target, source, 1.5)
     with pytest.raises(ValueError, match="same architecture"):
-        rl.polyak_update(nn.Linear(3, 1), source, 0.5)
+        rl_ddpg.polyak_update(nn.Linear(3, 1), source, 0.5)
 
 
 def add_numbered(buffer, numbers):
@@ -279,7 +279,7 @@ def add_numbered(buffer, numbers):
 
 
 def test_replay_buffer_overwrites_the_oldest():
-    buffer = rl.ReplayBuffer(capacity=4, obs_dim=3, act_dim=1)
+    buffer = rl_ddpg.ReplayBuffer(capacity=4, obs_dim=3, act_dim=1)
     add_numbered(buffer, [0, 1, 2])
     assert len(buffer) == 3 and buffer.position == 3
     add_numbered(buffer, [3, 4, 5])  # wraps around: 4 and 5 overwrite 0 and 1
@@ -288,7 +288,7 @@ def test_replay_buffer_overwrites_the_oldest():
 
 
 def test_replay_buffer_samples_whole_transitions_with_the_right_shapes():
-    buffer = rl.ReplayBuffer(capacity=5, obs_dim=3, act_dim=1)
+    buffer = rl_ddpg.ReplayBuffer(capacity=5, obs_dim=3, act_dim=1)
     add_numbered(buffer, [0, 1, 2, 3, 4, 5, 6])
     batch = buffer.sample(5, torch.Generator().manual_seed(0))
     assert batch.obs.shape == (5, 3) and batch.next_obs.shape == (5, 3)
@@ -304,7 +304,7 @@ def test_replay_buffer_samples_whole_transitions_with_the_right_shapes():
 
 
 def test_replay_buffer_bad_arguments():
-    buffer = rl.ReplayBuffer(capacity=5, obs_dim=3, act_dim=1)
+    buffer = rl_ddpg.ReplayBuffer(capacity=5, obs_dim=3, act_dim=1)
     add_numbered(buffer, [0, 1])
     with pytest.raises(ValueError, match="batch_size=3 is larger than the 2 transitions"):
         buffer.sample(3)
@@ -315,7 +315,7 @@ def test_replay_buffer_bad_arguments():
     with pytest.raises(TypeError, match=r"actions must be a torch\.Tensor"):
         buffer.add(torch.zeros(2, 3), np.zeros((2, 1)), torch.zeros(2), torch.zeros(2, 3), torch.zeros(2))
     with pytest.raises(ValueError, match="capacity must be >= 1"):
-        rl.ReplayBuffer(0, 3, 1)
+        rl_ddpg.ReplayBuffer(0, 3, 1)
 
 
 def test_ddpg_critic_target_by_hand():
@@ -327,36 +327,36 @@ def test_ddpg_critic_target_by_hand():
         def forward(self, obs, actions=None):
             return torch.full((obs.shape[0],), self.value) if actions is not None else obs[:, :1]
 
-    batch = rl.Batch(obs=torch.zeros(2, 3), actions=torch.zeros(2, 1), rewards=torch.tensor([1.0, 1.0]),
+    batch = rl_ddpg.Batch(obs=torch.zeros(2, 3), actions=torch.zeros(2, 1), rewards=torch.tensor([1.0, 1.0]),
                      next_obs=torch.zeros(2, 3), terminated=torch.tensor([0.0, 1.0]))
-    critic_loss, actor_loss = rl.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0),
+    critic_loss, actor_loss = rl_ddpg.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0),
                                              batch, gamma=0.9)
     # targets: 1 + 0.9 * 10 = 10 and 1 (terminated); Q = 0, so the loss is (100 + 1) / 2
     assert critic_loss.item() == pytest.approx(50.5)
     assert actor_loss.item() == pytest.approx(0.0)
     # clipped double-Q: the target uses the smaller target critic (4, not 10), and both critics
     # (Q1 = 0, Q2 = 2) regress on it: targets 1 + 0.9 * 4 = 4.6 and 1
-    critic_loss, _ = rl.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0), batch,
+    critic_loss, _ = rl_ddpg.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0), batch,
                                     gamma=0.9, critic2=Constant(2.0), critic2_target=Constant(4.0))
     assert critic_loss.item() == pytest.approx((4.6**2 + 1) / 2 + (2.6**2 + 1) / 2)
     with pytest.raises(ValueError, match="critic2 and critic2_target go together"):
-        rl.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0), batch, 0.9,
+        rl_ddpg.ddpg_losses(Constant(0.0), Constant(0.0), Constant(0.0), Constant(10.0), batch, 0.9,
                        critic2=Constant(2.0))
     with pytest.raises(TypeError, match="twin_critics must be a bool"):
-        rl.DDPGConfig(twin_critics="yes")
+        rl_ddpg.DDPGConfig(twin_critics="yes")
 
 
 def test_gaussian_exploration_stays_in_bounds_and_has_the_right_scale():
     g = torch.Generator().manual_seed(0)
     low, high, scale = torch.tensor([-2.0]), torch.tensor([2.0]), torch.tensor([2.0])
     mean = torch.zeros(20_000, 1)
-    noisy = rl.gaussian_exploration(mean, 0.1, scale, low, high, g)
+    noisy = rl_ddpg.gaussian_exploration(mean, 0.1, scale, low, high, g)
     assert noisy.std().item() == pytest.approx(0.2, rel=0.03)
-    clipped = rl.gaussian_exploration(mean, 5.0, scale, low, high, g)
+    clipped = rl_ddpg.gaussian_exploration(mean, 5.0, scale, low, high, g)
     assert clipped.min() >= -2.0 and clipped.max() <= 2.0
-    assert torch.equal(rl.gaussian_exploration(mean[:5], 0.0, scale, low, high, g), mean[:5])
+    assert torch.equal(rl_ddpg.gaussian_exploration(mean[:5], 0.0, scale, low, high, g), mean[:5])
     with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
-        rl.gaussian_exploration(mean, -0.1, scale, low, high, g)
+        rl_ddpg.gaussian_exploration(mean, -0.1, scale, low, high, g)
 
 
 # --- training loops -----------------------------------------------------------------------
@@ -373,14 +373,14 @@ def test_short_training_runs_return_what_they_promise():
     rf = rl.train_reinforce(rl.ReinforceConfig(total_steps=200, num_envs=2, progress=False))
     # CartPole pays 1 per step: the episodes' returns add up to the steps taken
     assert rf.env_steps >= 200 and sum(rf.returns) == rf.env_steps
-    ddpg = rl.train_ddpg(rl.DDPGConfig(total_steps=120, learning_starts=40, batch_size=16,
+    ddpg = rl_ddpg.train_ddpg(rl_ddpg.DDPGConfig(total_steps=120, learning_starts=40, batch_size=16,
                                        checkpoint_steps=(0, 100), progress=False))
     assert len(ddpg.history["critic_loss"]) == 80 and sorted(ddpg.checkpoints) == [0, 100]
-    assert isinstance(ddpg.critic, rl.QNetwork) and ac.critic is None
-    twin = rl.train_ddpg(rl.DDPGConfig(total_steps=120, learning_starts=40, batch_size=16,
+    assert isinstance(ddpg.critic, rl_ddpg.QNetwork) and ac.critic is None
+    twin = rl_ddpg.train_ddpg(rl_ddpg.DDPGConfig(total_steps=120, learning_starts=40, batch_size=16,
                                        twin_critics=True, checkpoint_steps=(0,), progress=False))
     # the second critic is made last, so the actor starts from the same weights as plain DDPG's
-    assert len(twin.history["critic_loss"]) == 80 and isinstance(twin.critic, rl.QNetwork)
+    assert len(twin.history["critic_loss"]) == 80 and isinstance(twin.critic, rl_ddpg.QNetwork)
     torch.testing.assert_close(twin.checkpoints[0], ddpg.checkpoints[0])
     episode = rl_envs.record_episode("Pendulum-v1", ddpg.model, seed=0, max_steps=7)
     assert episode["obs"].shape == (8, 3) and episode["actions"].shape == (7, 1)
@@ -395,9 +395,9 @@ def test_bad_training_configs_raise():
     with pytest.raises(ValueError, match="baseline must be"):
         rl.train_reinforce(rl.ReinforceConfig(baseline="median", progress=False))
     with pytest.raises(ValueError, match="batch_size=512 exceeds buffer_size=100"):
-        rl.train_ddpg(rl.DDPGConfig(batch_size=512, buffer_size=100, progress=False))
+        rl_ddpg.train_ddpg(rl_ddpg.DDPGConfig(batch_size=512, buffer_size=100, progress=False))
     with pytest.raises(TypeError, match="total_steps must be an int"):
-        rl.train_ddpg(rl.DDPGConfig(total_steps=1e4, progress=False))
+        rl_ddpg.train_ddpg(rl_ddpg.DDPGConfig(total_steps=1e4, progress=False))
 
 
 def test_negative_clip_norm_and_other_bad_config_fields_raise_at_construction():
@@ -409,9 +409,9 @@ def test_negative_clip_norm_and_other_bad_config_fields_raise_at_construction():
     with pytest.raises(TypeError, match="num_envs must be an int"):
         rl.ReinforceConfig(num_envs=2.5)
     with pytest.raises(ValueError, match="tau must be a finite number"):
-        rl.DDPGConfig(tau=float("nan"))
+        rl_ddpg.DDPGConfig(tau=float("nan"))
     with pytest.raises(ValueError, match="env_id must be a registered gymnasium environment"):
-        rl.DDPGConfig(env_id="Pendulum-v99")
+        rl_ddpg.DDPGConfig(env_id="Pendulum-v99")
     with pytest.raises(ValueError, match="checkpoint_steps entries must be >= 0"):
         rl.ActorCriticConfig(checkpoint_steps=(-5,))
     config = rl.ActorCriticConfig(progress=False)
@@ -419,7 +419,7 @@ def test_negative_clip_norm_and_other_bad_config_fields_raise_at_construction():
     with pytest.raises(ValueError, match="max_grad_norm"):
         rl.train_actor_critic(config)
     with pytest.raises(TypeError, match="config must be a DDPGConfig"):
-        rl.train_ddpg(rl.ActorCriticConfig())
+        rl_ddpg.train_ddpg(rl.ActorCriticConfig())
 
 
 def test_reinforce_loss_refuses_a_baseline_that_would_broadcast():
@@ -442,12 +442,12 @@ def test_networks_and_buffers_check_their_inputs():
         agent.greedy(torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="n_actions must be >= 1"):
         rl.ActorCritic(4, 0)
-    q = rl.QNetwork(3, 1)
+    q = rl_ddpg.QNetwork(3, 1)
     with pytest.raises(ValueError, match="actions must have the batch shape of obs"):
         q(torch.zeros(4, 3), torch.zeros(5, 1))
     with pytest.raises(ValueError, match="low and high must be finite with low < high"):
-        rl.DeterministicActor(3, 1, np.array([2.0]), np.array([-2.0]))
-    buffer = rl.ReplayBuffer(10, 3, 1)
+        rl_ddpg.DeterministicActor(3, 1, np.array([2.0]), np.array([-2.0]))
+    buffer = rl_ddpg.ReplayBuffer(10, 3, 1)
     with pytest.raises(TypeError, match="rewards must be a floating-point tensor"):
         buffer.add(torch.zeros(1, 3), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long),
                    torch.zeros(1, 3), torch.zeros(1, dtype=torch.bool))
@@ -456,3 +456,20 @@ def test_networks_and_buffers_check_their_inputs():
                    torch.tensor([0.5]))
     with pytest.raises(ValueError, match="terminated must be bool"):
         rl.gae(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.tensor([0, 2]), torch.zeros(2), 0.9, 0.9)
+
+
+def test_act_draws_what_the_categorical_distribution_draws():
+    torch.manual_seed(0)
+    agent = rl.ActorCritic(4, 3)
+    obs = torch.randn(64, 4) * 3
+    torch.manual_seed(1)
+    expected = [agent.distribution(obs).sample() for _ in range(5)]
+    torch.manual_seed(1)
+    for want in expected:
+        action, log_prob, value = agent.act(obs)
+        assert torch.equal(action, want)
+        assert torch.equal(log_prob, agent.distribution(obs).log_prob(action))
+        assert torch.equal(value, agent.value(obs))
+    for bad in (torch.randn(5, 3), obs[0]):
+        with pytest.raises(ValueError, match="obs"):
+            agent.act(bad)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tutorlib import rl, rl_plots
+from tutorlib import rl_ddpg, rl_plots
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_torque_map_and_drawings():
     torch.manual_seed(0)
-    actor = rl.DeterministicActor(3, 1, np.array([-2.0]), np.array([2.0]))
+    actor = rl_ddpg.DeterministicActor(3, 1, np.array([-2.0]), np.array([2.0]))
     angles, velocities, torque = rl_plots.torque_map(actor, n_angle=5, n_velocity=3)
     assert torque.shape == (3, 5) and np.all(np.abs(torque) <= 2.0)
     assert angles[0] == pytest.approx(-math.pi) and velocities[-1] == pytest.approx(8.0)
@@ -32,7 +32,7 @@ def test_torque_map_and_drawings():
 
 def test_torque_map_evaluates_the_actor_at_each_grid_state():
     torch.manual_seed(1)
-    actor = rl.DeterministicActor(3, 1, np.array([-2.0]), np.array([2.0]))
+    actor = rl_ddpg.DeterministicActor(3, 1, np.array([-2.0]), np.array([2.0]))
     angles, velocities, torque = rl_plots.torque_map(actor, n_angle=4, n_velocity=3, max_speed=2.0)
     i, j = 2, 1  # velocity index, angle index
     obs = torch.tensor([[math.cos(angles[j]), math.sin(angles[j]), velocities[i]]], dtype=torch.float32)
