@@ -638,3 +638,21 @@ def test_prioritised_prompts_bad_generator_and_config():
         R.prioritised_prompts(torch.tensor([0.5]), 2, 0)
     with pytest.raises(ValueError, match="prompt_sampling"):
         R.RLConfig(prompt_sampling="hard_first")
+
+
+def test_task_reward_is_the_verifier_with_range_checks():
+    task = R.AdditionTask(max_operand=5)
+    a, b = task.operands()
+    answers = R.encode_answers(a + b, torch.zeros_like(a), 4)[:, None]  # (36, 1, 4)
+    mask = answers != R.PAD
+    target = (a + b)[:, None]
+    assert torch.equal(task.reward(answers, mask, target), R.addition_reward(answers, mask, target))
+    assert task.reward(answers, mask, target).eq(1).all()
+    with pytest.raises(ValueError, match="answers"):
+        task.reward(answers + 20, mask, target)
+    with pytest.raises(ValueError, match="target"):
+        task.reward(answers, mask, target + 11)
+    with pytest.raises(ValueError, match="target"):
+        task.reward(answers, mask, target - 11)
+    with pytest.raises(ValueError, match="answers"):
+        task.reward(answers, mask[..., :-1], target)

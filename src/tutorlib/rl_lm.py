@@ -26,7 +26,7 @@ bias from :math:`n \\ge k` samples (Chen et al. 2021, Codex, §2.1).
 
 In the paper an answer is a pair :math:`(y, z)` of a chain of thought :math:`z` and a final
 answer :math:`y`; our answers have no separate chain of thought, so :math:`y` is the whole
-completion.
+completion (:mod:`tutorlib.scratchpad` adds a task whose answers have one).
 
 The toy task (:class:`AdditionTask`) is "a+b=": the policy must write the digits of
 :math:`a + b` and an end token. A verifier (:func:`addition_reward`) parses the answer, so
@@ -507,6 +507,20 @@ class AdditionTask:
         return torch.cat([digits(a, self.width), torch.full((len(a), 1), PLUS),
                           digits(b, self.width), torch.full((len(a), 1), EQUALS)], dim=1)
 
+    def reward(self, answers: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The task's verifier, :func:`addition_reward`; a subclass with another answer format
+        (``tutorlib.scratchpad.ScratchpadTask``) overrides it, and :func:`train_rl` and
+        :func:`evaluate` call it. Stricter than :func:`addition_reward`: ``answers`` must be
+        token ids in ``[0, VOCAB_SIZE)`` and ``target`` sums in ``[0, 2 max_operand]``."""
+        reward = addition_reward(answers, mask, target)  # checks types and shapes
+        if answers.numel() and (answers.min() < 0 or answers.max() >= VOCAB_SIZE):
+            raise ValueError(f"answers must hold token ids in [0, {VOCAB_SIZE}), got values in "
+                             f"[{answers.min().item()}, {answers.max().item()}]")
+        if target.numel() and (target.min() < 0 or target.max() > 2 * self.max_operand):
+            raise ValueError(f"target must hold sums in [0, 2 * max_operand = {2 * self.max_operand}], got "
+                             f"values in [{target.min().item()}, {target.max().item()}]")
+        return reward
+
 
 def digits(n: torch.Tensor, width: int) -> torch.Tensor:
     """Decimal digits of non-negative integers, most significant first: ``(N,)`` -> ``(N, width)``."""
@@ -896,7 +910,7 @@ def evaluate(policy: WindowPolicy, reference: WindowPolicy, task: AdditionTask, 
     a, b = task.operands()
     prompts = task.prompts(a, b)
     answers, mask = sample_answers(policy, prompts, samples, generator)
-    reward = addition_reward(answers, mask, (a + b)[:, None].expand(-1, samples))
+    reward = task.reward(answers, mask, (a + b)[:, None].expand(-1, samples))
     log_ratio = (answer_log_probs(policy, prompts, answers, mask)
                  - answer_log_probs(reference, prompts, answers, mask)).sum(-1)
     return {"accuracy": reward.mean().item(), "length": mask.sum(-1).float().mean().item(),
@@ -946,7 +960,7 @@ def train_rl(start: WindowPolicy, task: AdditionTask, cfg: RLConfig,
             idx = prioritised_prompts(success, cfg.prompts_per_iteration, g)
         prompts, target = task.prompts(a_all[idx], b_all[idx]), (a_all + b_all)[idx]
         answers, mask = sample_answers(policy, prompts, cfg.k, g)
-        correct = addition_reward(answers, mask, target[:, None].expand(-1, cfg.k))  # (B, k)
+        correct = task.reward(answers, mask, target[:, None].expand(-1, cfg.k))  # (B, k)
         # s_i: success rate of the prompt's groups in this iteration (pooled when drawn twice)
         n_groups = torch.bincount(idx, minlength=len(a_all))
         n_right = torch.zeros(len(a_all)).index_add_(0, idx, correct.mean(-1))
