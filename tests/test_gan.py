@@ -1,5 +1,6 @@
 """tutorlib.gan: losses against torch.nn.functional and closed forms, metrics, the training loop."""
 
+import dataclasses
 import math
 
 import pytest
@@ -296,3 +297,162 @@ def test_losses_and_config_refuse_nan_and_bad_fields():
         gan.Generator()(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="data must be finite"):
         gan.train_gan(torch.full((10, 2), float("nan")), gan.Generator(), tot.Critic(), progress=False)
+
+
+def test_ema_update_is_the_closed_form():
+    """k updates with a fixed source: avg_k = beta^k avg_0 + (1 - beta^k) theta (geometric series)."""
+    torch.manual_seed(0)
+    target, source = nn.Linear(3, 2, dtype=torch.float64), nn.Linear(3, 2, dtype=torch.float64)
+    start = {k: v.clone() for k, v in target.state_dict().items()}
+    beta, k = 0.9, 7
+    for _ in range(k):
+        gan.ema_update(target, source, beta)
+    for name, value in source.state_dict().items():
+        expected = beta**k * start[name] + (1 - beta**k) * value
+        torch.testing.assert_close(target.state_dict()[name], expected, rtol=1e-12, atol=1e-14)
+    gan.ema_update(target, source, 0.0)  # beta = 0 copies the source
+    for name, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[name], value)
+
+
+def test_ema_update_tracks_a_changing_source_and_copies_integer_buffers():
+    """Against the recursion written out by hand, over a sequence of different sources."""
+    torch.manual_seed(1)
+    target = nn.BatchNorm1d(4)
+    expected = {k: v.clone().double() for k, v in target.state_dict().items()}
+    for step in range(5):
+        source = nn.BatchNorm1d(4)
+        with torch.no_grad():
+            source.weight.normal_()
+            source.running_mean.normal_()
+        source.num_batches_tracked.fill_(step + 3)
+        gan.ema_update(target, source, 0.8)
+        for name, value in source.state_dict().items():
+            if value.is_floating_point():
+                expected[name] = 0.8 * expected[name] + 0.2 * value.double()
+            else:
+                expected[name] = value.clone()
+    for name, value in target.state_dict().items():
+        torch.testing.assert_close(value.double(), expected[name].double(), rtol=1e-6, atol=1e-7)
+    assert target.num_batches_tracked.item() == 7
+
+
+def test_ema_update_bad_arguments():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="decay"):
+        gan.ema_update(a, b, 1.0)
+    with pytest.raises(ValueError, match="decay"):
+        gan.ema_update(a, b, float("nan"))
+    with pytest.raises(TypeError, match="decay"):
+        gan.ema_update(a, b, "0.9")
+    with pytest.raises(TypeError, match=r"source must be an nn\.Module"):
+        gan.ema_update(a, {"weight": torch.zeros(2, 2)}, 0.9)
+    with pytest.raises(TypeError, match=r"target must be an nn\.Module"):
+        gan.ema_update(None, b, 0.9)
+    with pytest.raises(ValueError, match="same parameters"):
+        gan.ema_update(a, nn.Linear(2, 3), 0.9)
+    with pytest.raises(ValueError, match="same parameters"):
+        gan.ema_update(a, nn.Sequential(nn.Linear(2, 2)), 0.9)
+    with pytest.raises(ValueError, match=r"GANConfig\.ema_decay"):
+        gan.GANConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match=r"GANConfig\.ema_decay"):
+        gan.GANConfig(ema_decay=-0.1)
+
+
+def test_train_gan_ema_generator_is_the_average_of_the_iterates():
+    """The loop's averaged generator equals ema_update applied by hand to the raw generator's
+    weights after each update (recorded here with a second, EMA-free run of the same seed)."""
+    def once(ema_decay, steps):
+        g = torch.Generator().manual_seed(2)
+        torch.manual_seed(2)
+        data = toy2d.ring_of_gaussians(256, generator=g)
+        cfg = gan.published_config("nonsaturating", steps=steps, batch_size=16, snapshot_every=2,
+                                   snapshot_size=8, lr=1e-2, ema_decay=ema_decay)
+        return gan.train_gan(data, gan.Generator(2, 2, 8, 1), tot.Critic(2, 8), cfg, g, progress=False)
+
+    run = once(0.7, 4)
+    torch.manual_seed(2)
+    iterates = [gan.Generator(2, 2, 8, 1)] + [once(0.0, k).generator for k in range(1, 5)]  # init, then 1..4
+    average = iterates[0]
+    for net in iterates[1:]:
+        gan.ema_update(average, net, 0.7)
+    for (name, value), (_, expected) in zip(run.ema_generator.state_dict().items(),
+                                            average.state_dict().items(), strict=True):
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=name)
+    # averaging leaves the raw run unchanged, and the snapshots sample both generators
+    plain = once(0.0, 4)
+    assert torch.equal(run.snapshots[-1].fake, plain.snapshots[-1].fake)
+    assert plain.ema_generator is None and plain.snapshots[-1].ema_fake is None
+    assert [s.ema_fake.shape for s in run.snapshots] == [(8, 2)] * 3
+    assert torch.equal(run.snapshots[0].ema_fake, run.snapshots[0].fake)  # the average starts at the init
+    assert not torch.equal(run.snapshots[-1].ema_fake, run.snapshots[-1].fake)
+
+
+class _Quadratic(nn.Module):
+    """f(x) = 0.5 * sum_i a_i x_i^2 + w . x: gradient a * x + w (a closed form for R1)."""
+
+    def __init__(self, a, w):
+        super().__init__()
+        self.a, self.w = nn.Parameter(a), nn.Parameter(w)
+
+    def forward(self, x):
+        return 0.5 * (self.a * x**2).sum(1) + x @ self.w
+
+
+def test_r1_penalty_closed_forms():
+    critic = nn.Linear(3, 1, dtype=torch.float64)
+    real = torch.randn(5, 3, dtype=torch.float64)
+    w = critic.weight.detach().flatten()
+    linear = nn.Sequential(critic, nn.Flatten(0))  # (B, 3) -> (B,)
+    assert gan.r1_penalty(linear, real).item() == pytest.approx(0.5 * w.pow(2).sum().item(), rel=1e-12)
+    g = torch.Generator().manual_seed(0)
+    a, v = torch.rand(4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
+    quad = _Quadratic(a, v)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    expected = 0.5 * (a * x + v).pow(2).sum(1).mean()
+    penalty = gan.r1_penalty(quad, x)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-12)
+    # differentiable in the critic's parameters: d/dv = mean(a * x + v), d/da = mean((a * x + v) * x)
+    da, dv = torch.autograd.grad(penalty, [quad.a, quad.w])
+    torch.testing.assert_close(dv, (a * x + v).mean(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(da, ((a * x + v) * x).mean(0), rtol=1e-12, atol=1e-14)
+    assert not x.requires_grad  # the caller's tensor is left alone
+
+
+def test_r1_penalty_bad_arguments():
+    critic = tot.Critic(2, 8)
+    with pytest.raises(TypeError, match=r"critic must be an nn\.Module"):
+        gan.r1_penalty(lambda x: x.sum(1), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="real"):
+        gan.r1_penalty(critic, torch.zeros(3))
+    with pytest.raises(ValueError, match="real"):
+        gan.r1_penalty(critic, torch.full((3, 2), float("nan")))
+    with pytest.raises((TypeError, ValueError), match="real"):
+        gan.r1_penalty(critic, torch.zeros(3, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"GANConfig\.r1_weight must be finite and >= 0"):
+        gan.GANConfig(r1_weight=-1.0)
+
+
+def test_train_gan_adds_the_r1_penalty_to_the_critic_loss():
+    """The first recorded critic loss is the BCE plus r1_weight * R1 on the first real batch,
+    recomputed here from the same random stream and the same initial networks."""
+    def nets():
+        torch.manual_seed(3)
+        return gan.Generator(2, 2, 8, 1), tot.Critic(2, 8)
+
+    data = toy2d.ring_of_gaussians(256, generator=torch.Generator().manual_seed(4))
+    cfg = gan.published_config("nonsaturating", steps=1, batch_size=16, snapshot_every=1, snapshot_size=8,
+                               r1_weight=7.0)
+    run = gan.train_gan(data, *nets(), cfg, torch.Generator().manual_seed(5), progress=False)
+    g = torch.Generator().manual_seed(5)
+    net_g, net_c = nets()
+    torch.randn(8, 2, generator=g)  # z_eval
+    torch.randint(0, 256, (8,), generator=g)  # real_eval
+    real = data[torch.randint(0, 256, (16,), generator=g)]
+    fake = net_g(torch.randn(16, 2, generator=g)).detach()
+    expected = gan.discriminator_loss(net_c(real), net_c(fake)) + 7.0 * gan.r1_penalty(net_c, real)
+    assert run.critic_losses[0] == pytest.approx(expected.item(), rel=1e-5)
+    no_r1 = dataclasses.replace(cfg, r1_weight=0.0)
+    plain = gan.train_gan(data, *nets(), no_r1, torch.Generator().manual_seed(5), progress=False)
+    bce = gan.discriminator_loss(net_c(real), net_c(fake)).item()
+    assert plain.critic_losses[0] == pytest.approx(bce, rel=1e-5)

@@ -31,10 +31,15 @@ References:
     Metz et al. (2017), "Unrolled generative adversarial networks", ICLR.
     Srivastava et al. (2017), "VEEGAN: reducing mode collapse in GANs using implicit variational
     learning", NeurIPS.
+    Karras et al. (2018), "Progressive growing of GANs for improved quality, stability, and
+    variation", ICLR (Adam with beta = (0, 0.99), lr 1e-3; an average of the generator's weights).
+    Yazici et al. (2019), "The unusual effectiveness of averaging in GAN training", ICLR.
+    Mescheder, Geiger & Nowozin (2018), "Which training methods for GANs do actually converge?", ICML.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -51,6 +56,7 @@ from tutorlib.validation import (
     check_int,
     check_nonnegative,
     check_positive,
+    check_probability,
     check_real,
     check_tensor,
 )
@@ -68,12 +74,14 @@ __all__ = [
     "critic_loss_wgan",
     "critic_loss_wgan_gp",
     "discriminator_loss",
+    "ema_update",
     "generator_grad_norm",
     "generator_loss_minimax",
     "generator_loss_nonsaturating",
     "generator_loss_wgan",
     "mode_coverage",
     "published_config",
+    "r1_penalty",
     "train_gan",
 ]
 
@@ -295,6 +303,28 @@ def critic_loss_wgan_gp(
     return loss + gp_weight * tot.gradient_penalty(critic, real, fake, generator)
 
 
+def r1_penalty(critic: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    r"""Mescheder et al.'s (2018) R1 regulariser on real samples, to be added to the critic's loss:
+
+    .. math::  \tfrac12\,\mathbb E_{x \sim p_{\text{data}}} \lVert \nabla_x D(x) \rVert^2
+
+    (times a weight, their :math:`\gamma`, here ``GANConfig.r1_weight``). It penalises the
+    discriminator's slope *on the data*, so that at the equilibrium (``fake`` = data, a flat
+    discriminator) the game has no reason to rotate away; Mescheder et al. prove local convergence
+    for the regularised game, where the plain one can circle for ever. Differentiable in the
+    critic's parameters (the gradient is taken with ``create_graph=True``).
+
+    Args:
+        critic: maps ``(B, d) -> (B,)`` (logits); real: ``(B, d)`` data samples.
+    """
+    if not isinstance(critic, nn.Module):
+        raise TypeError(f"critic must be an nn.Module, got {type(critic).__name__}")
+    real = check_tensor("real", real, (None, None))
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(real).sum(), real, create_graph=True)  # (B, d)
+    return 0.5 * grad.pow(2).sum(dim=1).mean()
+
+
 def generator_grad_norm(
     generator_net: nn.Module, critic_net: nn.Module, loss_fn: object, z: torch.Tensor
 ) -> float:
@@ -333,6 +363,39 @@ def clip_weights(module: nn.Module, clip: float = 0.01) -> None:
         p.clamp_(-clip, clip)
 
 
+def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
+    r"""One step of an exponential moving average of weights, in place on ``target``:
+
+    .. math::  \bar\theta \leftarrow \gamma\,\bar\theta + (1 - \gamma)\,\theta,
+
+    for every parameter (and floating-point buffer) :math:`\theta` of ``source`` and its twin
+    :math:`\bar\theta` in ``target``. Called after every generator update, it gives the averaged
+    generator of Karras et al. (2018, Appendix A.1, :math:`\gamma = 0.999`) and Yazici et al.
+    (2019): the average of the last :math:`\approx 1/(1-\gamma)` iterates, which damps the
+    oscillation of the game around its equilibrium. :math:`\gamma = 0` copies ``source``.
+
+    Args:
+        target: the averaged copy (e.g. ``copy.deepcopy(source)`` before training); changed in place.
+        source: the network being trained; same architecture as ``target``.
+        decay: :math:`\gamma \in [0, 1)`.
+    """
+    for name, net in (("target", target), ("source", source)):
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
+    decay = check_probability("decay", decay, allow_one=False)
+    pairs = [*zip(target.state_dict().items(), source.state_dict().items(), strict=False)]
+    if len(target.state_dict()) != len(source.state_dict()) or any(
+        kt != ks or vt.shape != vs.shape for (kt, vt), (ks, vs) in pairs
+    ):
+        raise ValueError("target and source must have the same parameters and buffers (names and shapes)")
+    with torch.no_grad():
+        for (_, avg), (_, value) in pairs:
+            if avg.is_floating_point():
+                avg.lerp_(value, 1.0 - decay)  # avg + (1 - decay) * (value - avg)
+            else:
+                avg.copy_(value)  # integer buffers (e.g. counters) are copied, not averaged
+
+
 # --------------------------------------------------------------------------------------------
 # 4. the training loop
 # --------------------------------------------------------------------------------------------
@@ -350,10 +413,16 @@ class GANConfig:
     betas: tuple[float, float] = (0.0, 0.9)  #: Adam's (β1, β2)
     gp_weight: float = 10.0  #: λ, weight of the gradient penalty (WGAN-GP)
     clip: float = 0.01  #: c, weight-clipping bound (WGAN)
+    #: weight of the R1 penalty (:func:`r1_penalty`, Mescheder et al. 2018) added to the critic's
+    #: loss; 0 turns it off
+    r1_weight: float = 0.0
     #: decay both learning rates linearly to 0 over ``steps`` (as Gulrajani et al.'s CIFAR-10 script)
     lr_decay: bool = False
     snapshot_every: int = 50  #: record a :class:`Snapshot` every this many generator updates
     snapshot_size: int = 256  #: samples per snapshot (fixed noise, so snapshots are comparable)
+    #: β of an exponential moving average of the generator's weights (:func:`ema_update`), kept in
+    #: :attr:`GANRun.ema_generator` and sampled in every snapshot; 0 keeps no average
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         check_fields(self, {
@@ -361,9 +430,14 @@ class GANConfig:
             "steps": check_int, "batch_size": check_int, "n_critic": check_int,
             "snapshot_every": check_int, "snapshot_size": check_int, "lr": check_positive,
             "clip": check_positive, "gp_weight": check_nonnegative, "betas": _check_betas,
+            "ema_decay": _check_decay, "r1_weight": check_nonnegative,
         })
         if not isinstance(self.lr_decay, bool):
             raise TypeError(f"GANConfig.lr_decay must be a bool, got {self.lr_decay!r}")
+
+
+def _check_decay(name: str, value: object) -> float:
+    return check_probability(name, value, allow_one=False)
 
 
 def _check_betas(name: str, value: object) -> tuple[float, float]:
@@ -397,6 +471,9 @@ class Snapshot:
     fake: torch.Tensor  #: ``(snapshot_size, d)`` samples from the same noise at every snapshot
     real_scores: torch.Tensor  #: ``(snapshot_size,)`` the critic's scores on :attr:`GANRun.real_eval`
     fake_scores: torch.Tensor  #: ``(snapshot_size,)`` the critic's scores on :attr:`fake`
+    #: ``(snapshot_size, d)`` the averaged generator's samples from the same noise (``None``
+    #: without ``GANConfig.ema_decay``)
+    ema_fake: torch.Tensor | None = None
 
     @property
     def critic_estimate(self) -> float:
@@ -418,6 +495,8 @@ class GANRun:
     generator_losses: list[float] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)  #: the generator's learning rate at each update
     seconds: float = 0.0
+    #: the weight-averaged generator (:func:`ema_update`), ``None`` without ``GANConfig.ema_decay``
+    ema_generator: nn.Module | None = None
 
 
 def _check_config(config: GANConfig) -> None:
@@ -446,10 +525,14 @@ def train_gan(
     Each generator update follows ``n_critic`` critic (discriminator) updates on fresh batches.
     The critic's loss is :func:`discriminator_loss` for ``"minimax"``/``"nonsaturating"``,
     :func:`critic_loss_wgan` then :func:`clip_weights` for ``"wgan"``, and
-    :func:`critic_loss_wgan_gp` for ``"wgan-gp"``. The generator's loss is
+    :func:`critic_loss_wgan_gp` for ``"wgan-gp"``, plus ``r1_weight`` times :func:`r1_penalty`
+    if that is set. The generator's loss is
     :func:`generator_loss_minimax`, :func:`generator_loss_nonsaturating` or
     :func:`generator_loss_wgan`. Every ``snapshot_every`` updates (and at step 0) the run records
-    samples from a fixed noise batch and the critic's estimate on them.
+    samples from a fixed noise batch and the critic's estimate on them. With
+    ``config.ema_decay`` :math:`> 0` it also keeps an average of the generator's weights
+    (:func:`ema_update` after every generator update, starting from the initial weights) and
+    records that generator's samples of the same noise.
 
     Args:
         data: the training set ``(N, d)``; batches are drawn with replacement.
@@ -484,6 +567,8 @@ def train_gan(
     z_eval = torch.randn(config.snapshot_size, k, generator=generator)
     real_eval = data[torch.randint(0, n, (config.snapshot_size,), generator=generator)]
     run = GANRun(generator_net, critic_net, config, real_eval)
+    if config.ema_decay > 0:
+        run.ema_generator = copy.deepcopy(generator_net).requires_grad_(False)
 
     optimizers = (opt_g, opt_c)
     schedules = [
@@ -494,7 +579,10 @@ def train_gan(
     def snapshot(step: int) -> None:
         with torch.no_grad():
             fake = generator_net(z_eval)  # (S, d)
-            run.snapshots.append(Snapshot(step, fake.clone(), critic_net(real_eval), critic_net(fake)))
+            ema_fake = None if run.ema_generator is None else run.ema_generator(z_eval)  # (S, d)
+            run.snapshots.append(
+                Snapshot(step, fake.clone(), critic_net(real_eval), critic_net(fake), ema_fake)
+            )
 
     start = time.perf_counter()
     snapshot(0)
@@ -509,6 +597,8 @@ def train_gan(
                 loss_c = critic_loss_wgan(critic_net(real), critic_net(fake))
             else:
                 loss_c = discriminator_loss(critic_net(real), critic_net(fake))
+            if config.r1_weight > 0:
+                loss_c = loss_c + config.r1_weight * r1_penalty(critic_net, real)
             opt_c.zero_grad()
             loss_c.backward()
             opt_c.step()
@@ -526,6 +616,8 @@ def train_gan(
         loss_g.backward()
         run.learning_rates.append(opt_g.param_groups[0]["lr"])
         opt_g.step()
+        if run.ema_generator is not None:
+            ema_update(run.ema_generator, generator_net, config.ema_decay)
         critic_net.requires_grad_(True)
         for schedule in schedules:
             schedule.step()
@@ -534,6 +626,8 @@ def train_gan(
         if step % config.snapshot_every == 0:
             snapshot(step)
     run.seconds = time.perf_counter() - start
+    if run.ema_generator is not None:
+        run.ema_generator.eval()
     generator_net.eval()
     critic_net.eval()
     return run
