@@ -316,6 +316,9 @@ def r1_penalty(critic: nn.Module, real: torch.Tensor) -> torch.Tensor:
 
     Args:
         critic: maps ``(B, d) -> (B,)`` (logits); real: ``(B, d)`` data samples.
+
+    Returns:
+        A scalar tensor, :math:`\tfrac12` times the batch mean of :math:`\lVert \nabla_x D(x) \rVert^2`.
     """
     if not isinstance(critic, nn.Module):
         raise TypeError(f"critic must be an nn.Module, got {type(critic).__name__}")
@@ -420,7 +423,7 @@ class GANConfig:
     lr_decay: bool = False
     snapshot_every: int = 50  #: record a :class:`Snapshot` every this many generator updates
     snapshot_size: int = 256  #: samples per snapshot (fixed noise, so snapshots are comparable)
-    #: β of an exponential moving average of the generator's weights (:func:`ema_update`), kept in
+    #: decay γ of an exponential moving average of the generator's weights (:func:`ema_update`), kept in
     #: :attr:`GANRun.ema_generator` and sampled in every snapshot; 0 keeps no average
     ema_decay: float = 0.0
 
@@ -437,6 +440,7 @@ class GANConfig:
 
 
 def _check_decay(name: str, value: object) -> float:
+    """A moving-average decay γ in [0, 1): 1 would never move the average."""
     return check_probability(name, value, allow_one=False)
 
 
