@@ -286,7 +286,7 @@ class TwoStageConfig:
     rpn_low: float = 0.3  #: anchor negative at IoU < 0.3
     rpn_samples: int = 256  #: anchors per image in the RPN loss, as the paper
     rpn_positive_fraction: float = 0.5  #: up to 1:1 positives to negatives, as the paper
-    pre_nms: int = 100  #: paper (test): 6000 best anchors before NMS
+    pre_nms: int = 100  #: Ren et al.'s released code: 6000 best anchors before NMS (test), 12000 (train)
     post_nms_train: int = 32  #: paper: 2000 proposals per image in training
     post_nms_test: int = 50  #: paper: 300 at test time
     rpn_nms: float = 0.7  #: NMS threshold on proposals, as the paper
@@ -461,9 +461,10 @@ def train_two_stage(
         + \\tfrac{1}{N_r}\\textstyle\\sum_j [c_j^* > 0]\\,
           \\ell_1^{\\beta=1}(t_{j, c_j^*}, t_j^*)}_{\\text{second stage}},
 
-    where :math:`i` runs over the :math:`N_a` = ``rpn_samples`` anchors per image drawn by
-    :func:`sample_balanced` from :func:`tutorlib.detection.match_anchors`' labels :math:`p^*`,
-    :math:`j` over the :math:`N_r` = ``roi_samples`` RoIs per image (proposals plus the
+    where :math:`i` runs over the :math:`N_a` anchors drawn over the whole batch (up to
+    ``rpn_samples`` per image) by :func:`sample_balanced` from
+    :func:`tutorlib.detection.match_anchors`' labels :math:`p^*`, :math:`j` over the
+    :math:`N_r` RoIs drawn over the batch (up to ``roi_samples`` per image: proposals plus the
     ground-truth boxes, labelled foreground at IoU :math:`\\ge` ``roi_foreground``, class
     :math:`c^* \\ge 1`, else background :math:`c^* = 0`), :math:`\\ell_1^\\beta` is the smooth
     L1 loss and :math:`t^*` the encoded targets (:func:`tutorlib.detection.encode_boxes`; weights
