@@ -160,6 +160,8 @@ def test_gymnasiums_own_numpy_cartpole_differs():
 
 def test_cartpole_vector_bad_arguments_raise():
     envs = rl_envs.CartPoleVector(2)
+    with pytest.raises(ValueError, match="before reset"):  # as gymnasium's environments refuse
+        envs.step(np.array([0, 1]))
     envs.reset(seed=0)
     with pytest.raises(ValueError, match="actions"):
         envs.step(np.array([0, 2]))

@@ -1,4 +1,4 @@
-"""tutorlib.rl: policy gradients, actor-critic and DDPG on gymnasium's classic-control tasks.
+"""tutorlib.rl: policy gradients and actor-critic (A2C, PPO) on gymnasium's classic-control tasks.
 
 Taught in the chapter "Reinforcement learning I: actor-critic and DDPG"
 (``book/rl_actor_critic.md``, label ``chapter-rl_actor_critic``).
@@ -12,7 +12,7 @@ The module reads top to bottom, in the order of the chapter:
    (:func:`per_sample_policy_gradients`);
 3. an advantage actor-critic on gymnasium vector environments (:class:`ActorCriticConfig`,
    :func:`actor_critic_loss`, :func:`train_actor_critic`). With ``clip_coef=None``, one epoch and
-   one minibatch it is A2C; with a clip it is PPO's clipped objective, which is an actor-critic too;
+   one minibatch it is A2C; with a clip it is PPO's clipped objective, which is an actor-critic too.
 
 DDPG (replay buffer, target networks, exploration noise, TD3's clipped double-Q) lives in
 :mod:`tutorlib.rl_ddpg`.
@@ -29,7 +29,7 @@ here takes both flags, and the training loops store the true next observation (g
 ``final_obs``) for steps where an episode ended.
 
 Legend (code -> paper): ``gamma`` -> :math:`\\gamma`, ``gae_lambda``/``lam`` -> :math:`\\lambda`,
-``tau`` -> :math:`\\tau` (Polyak), ``clip_coef`` -> :math:`\\varepsilon` (PPO's clip range),
+``clip_coef`` -> :math:`\\varepsilon` (PPO's clip range),
 ``next_values`` -> :math:`V(s_{t+1})`.
 """
 

@@ -51,8 +51,11 @@ def _check_env_id(name: str, value: object) -> str:
 
 
 class CartPoleVector(gym.vector.VectorEnv):
-    """``num_envs`` CartPole-v1 environments stepped together in numpy, transition for transition
-    what ``gym.make_vec("CartPole-v1", vectorization_mode="sync")`` with same-step autoreset returns.
+    """``num_envs`` CartPole-v1 environments stepped together in numpy: the same observations,
+    rewards and flags, transition for transition, as ``gym.make_vec("CartPole-v1",
+    vectorization_mode="sync")`` with same-step autoreset (``info`` holds only ``final_obs`` and
+    ``_final_obs``, as a ``(num_envs, 4)`` array, where gymnasium returns an object array and
+    ``final_info`` too).
 
     gymnasium's own numpy CartPole (``vectorization_mode="vector_entrypoint"``) draws every reset
     from one shared generator and autoresets one step *after* an episode ends (a step with reward
@@ -61,6 +64,23 @@ class CartPoleVector(gym.vector.VectorEnv):
     physics is the same float64 Euler step (Barto, Sutton and Anderson, 1983), the time limit is
     500 steps, and an environment that ends is reset in the same step, its last observation in
     ``info["final_obs"]``. ``tests/test_rl_envs.py`` compares the two transition by transition.
+
+    The Euler step of length :math:`\\tau = 0.02` s, with force :math:`F = \\pm 10` N, cart mass
+    :math:`m_c = 1`, pole mass :math:`m_p = 0.1`, half-length :math:`l = 0.5`, :math:`g = 9.8`,
+    :math:`M = m_c + m_p`:
+
+    .. math::
+        q = \\frac{F + m_p l \\dot\\theta^2 \\sin\\theta}{M}, \\quad
+        \\ddot\\theta = \\frac{g \\sin\\theta - q \\cos\\theta}
+        {l\\,(4/3 - m_p \\cos^2\\theta / M)}, \\quad
+        \\ddot x = q - \\frac{m_p l\\,\\ddot\\theta \\cos\\theta}{M},
+
+    then :math:`x \\mathrel{+}= \\tau \\dot x`, :math:`\\dot x \\mathrel{+}= \\tau \\ddot x`,
+    :math:`\\theta \\mathrel{+}= \\tau \\dot\\theta`, :math:`\\dot\\theta \\mathrel{+}= \\tau \\ddot\\theta`
+    (positions from the old velocities). An episode terminates when :math:`|x| > 2.4` or
+    :math:`|\\theta| > 12°`. :meth:`step` returns observations ``(num_envs, 4)`` float32, rewards
+    ``(num_envs,)`` float64 (1 per step), terminated and truncated ``(num_envs,)`` bool, and
+    ``info``.
     """
 
     metadata: ClassVar[dict] = {"autoreset_mode": AutoresetMode.SAME_STEP}
@@ -77,6 +97,7 @@ class CartPoleVector(gym.vector.VectorEnv):
         self.state = np.zeros((num_envs, 4))
         self.elapsed = np.zeros(num_envs, dtype=np.int64)
         self.generators: list[np.random.Generator | None] = [None] * num_envs
+        self.needs_reset = True  # gymnasium's environments refuse to step before a reset
 
     def _reset_env(self, i: int) -> None:
         if self.generators[i] is None:
@@ -101,10 +122,13 @@ class CartPoleVector(gym.vector.VectorEnv):
             self.generators = [seeding.np_random(s)[0] for s in seeds]
         for i in range(self.num_envs):
             self._reset_env(i)
+        self.needs_reset = False
         return self.state.astype(np.float32), {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """One step of every environment, ``actions (num_envs,)`` in {0, 1}."""
+        if self.needs_reset:
+            raise ValueError("CartPoleVector.step was called before reset(): call reset() first")
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,) or not ((actions == 0) | (actions == 1)).all():
             raise ValueError(f"actions must be {self.num_envs} values in {{0, 1}}, got {actions!r}")
