@@ -511,7 +511,10 @@ class AdditionTask:
         """The task's verifier, :func:`addition_reward`; a subclass with another answer format
         (``tutorlib.scratchpad.ScratchpadTask``) overrides it, and :func:`train_rl` and
         :func:`evaluate` call it. Stricter than :func:`addition_reward`: ``answers`` must be
-        token ids in ``[0, VOCAB_SIZE)`` and ``target`` sums in ``[0, 2 max_operand]``."""
+        token ids in ``[0, VOCAB_SIZE)`` and ``target`` sums in ``[0, 2 max_operand]``.
+
+        Shapes: ``answers`` and ``mask`` ``(..., T)``, ``target`` ``(...)``; returns ``(...)``,
+        1.0 where the answer reads as ``target`` and 0.0 elsewhere."""
         reward = addition_reward(answers, mask, target)  # checks types and shapes
         if answers.numel() and (answers.min() < 0 or answers.max() >= VOCAB_SIZE):
             raise ValueError(f"answers must hold token ids in [0, {VOCAB_SIZE}), got values in "

@@ -11,8 +11,9 @@ out and the digit of the sum), then "=" and the answer with :math:`n + 1` digits
 so 47 + 85 is written ``12 13 = 132`` (7+5 = 12, then 4+8+1 = 13), printed by
 :func:`format_answer` as ``7+5=12 | 4+8+1=13 | 132``. Each column total depends on two prompt
 digits and the carry the policy wrote one step before, while the first digit of a direct answer
-depends on every digit of the prompt. Like DeepSeekMath's and Kimi k1.5's outcome rewards, the
-reward (:meth:`ScratchpadTask.reward`) reads the final answer only, not the scratchpad.
+depends on every digit of the prompt. The reward (:meth:`ScratchpadTask.reward`) is outcome
+supervision: it reads the final answer only, not the scratchpad (Kimi k1.5 mostly checks final
+answers; DeepSeekMath reports both outcome and per-step process rewards).
 
 Everything else is reused from :mod:`tutorlib.rl_lm`: the prompt "a+b=", the vocabulary (digits,
 "+", "=", the end token), :class:`~tutorlib.rl_lm.WindowPolicy`, sampling, GRPO
@@ -29,7 +30,7 @@ Shapes: ``N`` prompts, ``k`` samples per prompt, ``n`` digits per operand (``tas
 References:
     Nye et al. (2021), Show your work: scratchpads for intermediate computation with language
     models. Wei et al. (2022), Chain-of-thought prompting. Shao et al. (2024), DeepSeekMath
-    (GRPO, outcome supervision). Yue et al. (2025), Does RL really incentivize reasoning capacity
+    (GRPO; outcome and process supervision). Yue et al. (2025), Does RL really incentivize reasoning capacity
     in LLMs beyond the base model? (pass@k before and after RL).
 """
 
