@@ -72,6 +72,7 @@ import torch
 
 from tutorlib.powerlaw import loglog_slope  # one home; re-exported here for the chapters
 from tutorlib.sequence import scaled_dot_product_attention  # the one home of softmax attention
+from tutorlib.validation import check_int
 
 __all__ = [
     "TRITON_HEAD_DIMS",
@@ -147,22 +148,19 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
                          f"{tuple(q.shape)}, got {tuple(k.shape)}")
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+def _check_causal(causal: object) -> bool:
+    if not isinstance(causal, bool | np.bool_):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+    return bool(causal)
 
 
 def _check_tiling(q, k, v, causal, block_q, block_k, scale) -> None:
     """The arguments of :func:`flash_forward` and :func:`flash_backward` (a negative block size
     would leave the output uninitialised)."""
     _check_qkv(q, k, v)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
-    _check_positive_int("block_q", block_q)
-    _check_positive_int("block_k", block_k)
+    _check_causal(causal)
+    check_int("block_q", block_q)
+    check_int("block_k", block_k)
     if scale is None or isinstance(scale, bool) or not isinstance(scale, int | float):
         raise TypeError(f"scale must be a number > 0, got {type(scale).__name__} {scale!r}")
     _resolve_scale(scale, q.shape[-1])
@@ -382,8 +380,9 @@ def tile_schedule(n_q: int, n_k: int, block_q: int, block_k: int, causal: bool =
     Returns:
         The visited :class:`Tile` objects in loop order.
     """
-    n_q, n_k = _check_positive_int("n_q", n_q), _check_positive_int("n_k", n_k)
-    block_q, block_k = _check_positive_int("block_q", block_q), _check_positive_int("block_k", block_k)
+    n_q, n_k = check_int("n_q", n_q), check_int("n_k", n_k)
+    block_q, block_k = check_int("block_q", block_q), check_int("block_k", block_k)
+    causal = _check_causal(causal)
     return [
         Tile(q0, q1, k0, k1, _needs_mask(q0, k1, causal))
         for q0, q1 in _spans(n_q, block_q)
@@ -482,9 +481,10 @@ def flash_backward(
     """
     _check_tiling(q, k, v, causal, block_q, block_k, scale)
     for name, t, shape in (("o", o, q.shape), ("do", do, q.shape), ("lse", lse, q.shape[:3])):
-        if not isinstance(t, torch.Tensor) or t.shape != shape or t.dtype != q.dtype:
-            raise ValueError(f"{name} must be a {q.dtype} tensor of shape {tuple(shape)}, got "
-                             f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}")
+        if not isinstance(t, torch.Tensor) or t.dtype != q.dtype:
+            raise TypeError(f"{name} must be a {q.dtype} tensor, got {getattr(t, 'dtype', type(t).__name__)}")
+        if t.shape != shape:
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
     n_q, n_k = q.shape[2], k.shape[2]
     dq = torch.zeros_like(q)  # (B, H, N_q, d)
     dk, dv = torch.empty_like(k), torch.empty_like(v)  # (B, H, N_k, d)
@@ -553,9 +553,9 @@ def flash_attention(
         Dao et al. (2022), Algorithms 1-2 and Appendix B; Dao (2023) for the loop order.
     """
     _check_qkv(q, k, v)
-    block_q, block_k = _check_positive_int("block_q", block_q), _check_positive_int("block_k", block_k)
+    block_q, block_k = check_int("block_q", block_q), check_int("block_k", block_k)
     tau = _resolve_scale(scale, q.shape[-1])
-    o, lse = FlashAttentionFunction.apply(q, k, v, bool(causal), block_q, block_k, tau)
+    o, lse = FlashAttentionFunction.apply(q, k, v, _check_causal(causal), block_q, block_k, tau)
     return (o, lse) if return_lse else o
 
 
@@ -783,7 +783,7 @@ def _jitted_kernel(interpret: bool) -> Callable:
 
 
 def _check_block(name: str, value: int) -> int:
-    value = _check_positive_int(name, value)
+    value = check_int(name, value)
     if value < 16 or value > 256 or value & (value - 1):
         raise ValueError(f"{name} must be a power of two in [16, 256] (tl.arange and tl.dot need it), "
                          f"got {value}")
@@ -845,7 +845,9 @@ def flash_attention_triton(
         RuntimeError: CPU tensors, but triton was imported without the interpreter.
     """
     block_m, block_n, tau = _check_triton_call("flash_attention_triton", q, k, v, block_m, block_n, scale)
-    o, lse = _TritonFlashFunction.apply(q, k, v, bool(causal), tau, block_m, block_n, num_warps, num_stages)
+    num_warps, num_stages = check_int("num_warps", num_warps), check_int("num_stages", num_stages)
+    causal = _check_causal(causal)
+    o, lse = _TritonFlashFunction.apply(q, k, v, causal, tau, block_m, block_n, num_warps, num_stages)
     return (o, lse) if return_lse else o
 
 
@@ -908,10 +910,9 @@ def flash_attention_triton_backward(
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} must be finite (the forward pass's output, its log-sum-exp and "
                              f"the incoming gradient are), got a NaN or infinity")
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
-    num_warps = _check_positive_int("num_warps", num_warps)
-    num_stages = _check_positive_int("num_stages", num_stages)
+    causal = _check_causal(causal)
+    num_warps = check_int("num_warps", num_warps)
+    num_stages = check_int("num_stages", num_stages)
     return _launch_triton_backward(q, k, v, o, lse, do, causal, tau, block_m, block_n, num_warps, num_stages)
 
 
@@ -1001,7 +1002,7 @@ def flash_block_sizes(M: int, d: int) -> tuple[int, int]:
     """Algorithm 1's tiles for fast memory of ``M`` elements: :math:`B_c = \\lceil M/4d \\rceil`,
     :math:`B_r = \\min(\\lceil M/4d \\rceil, d)`. Each of the blocks of Q, K, V, O then takes at most
     a quarter of the memory (Dao et al. 2022, Algorithm 1, line 1)."""
-    M, d = _check_positive_int("M", M), _check_positive_int("d", d)
+    M, d = check_int("M", M), check_int("d", d)
     b_c = math.ceil(M / (4 * d))
     return min(b_c, d), b_c
 
@@ -1009,7 +1010,7 @@ def flash_block_sizes(M: int, d: int) -> tuple[int, int]:
 def standard_tile_size(M: int, d: int) -> int:
     """The tile side :math:`b` of the standard algorithm's matrix products: the largest with
     :math:`2bd + b^2 \\le M` (a row block of Q, a row block of K and the tile of S fit together)."""
-    M, d = _check_positive_int("M", M), _check_positive_int("d", d)
+    M, d = check_int("M", M), check_int("d", d)
     return math.isqrt(d * d + M) - d
 
 
@@ -1018,7 +1019,7 @@ def flash2_block_size(M: int, d: int) -> int:
     FlashAttention-2 loop order for fast memory of ``M`` elements: the largest with
     :math:`4bd + b^2 \\le M`, so that :math:`Q_i`, the accumulator :math:`A_i`, :math:`K_j`,
     :math:`V_j` and the tile :math:`S_{ij}` fit together (at least 1)."""
-    M, d = _check_positive_int("M", M), _check_positive_int("d", d)
+    M, d = check_int("M", M), check_int("d", d)
     return max(1, math.isqrt(4 * d * d + M) - 2 * d)
 
 
@@ -1058,7 +1059,8 @@ def hbm_traffic(N: int, d: int, M: int, algorithm: str, causal: bool = False) ->
     References:
         Dao et al. (2022), Algorithms 0 and 1, Theorem 2; Dao (2023), Algorithm 1.
     """
-    N, d, M = _check_positive_int("N", N), _check_positive_int("d", d), _check_positive_int("M", M)
+    N, d, M = check_int("N", N), check_int("d", d), check_int("M", M)
+    causal = _check_causal(causal)
     if M < 4 * d:
         raise ValueError(f"M must be >= 4*d = {4 * d} elements (one row of each of Q, K, V, O), got {M}")
     traffic = Traffic()
