@@ -477,16 +477,22 @@ def test_other_bad_arguments_are_refused():
     a, b, _, _, M = random_problem(23, 3, 3)
     with pytest.raises(TypeError, match=r"reg must be a positive number, got str"):
         tot.sinkhorn(a, b, M, "0.1")
-    with pytest.raises(ValueError, match=r"max_iter must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"max_iter must be >= 1, got 0"):
         tot.sinkhorn(a, b, M, 0.1, max_iter=0)
+    with pytest.raises(TypeError, match=r"max_iter must be an int >= 1, got float"):
+        tot.sinkhorn(a, b, M, 0.1, max_iter=10.0)
     with pytest.raises(ValueError, match=r"tol must be finite and >= 0"):
         tot.sinkhorn(a, b, M, 0.1, tol=-1.0)
     with pytest.raises(ValueError, match=r"M must be finite"):
         tot.emd(a, b, M.clone().fill_(float("nan")))
     with pytest.raises(ValueError, match=r"p must be a finite number in"):
         tot.wasserstein_1d(torch.zeros(3), torch.zeros(3), p=0.5)
-    with pytest.raises(ValueError, match=r"t must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"t must be a finite number in \[0, 1\], got 1.5"):
         tot.displacement_interpolation(torch.zeros(3, 2), torch.zeros(3, 2), torch.eye(3) / 3, 1.5)
+    with pytest.raises(ValueError, match=r"t must be a finite number in \[0, 1\], got nan"):
+        tot.displacement_interpolation(torch.zeros(3, 2), torch.zeros(3, 2), torch.eye(3) / 3, float("nan"))
+    with pytest.raises(TypeError, match=r"t must be a real number, got str"):
+        tot.displacement_interpolation(torch.zeros(3, 2), torch.zeros(3, 2), torch.eye(3) / 3, "0.5")
     with pytest.raises(ValueError, match=r"x and y must have the same shape"):
         tot.train_critic(torch.zeros(3, 2), torch.zeros(4, 2))
 
@@ -713,3 +719,24 @@ def test_sinkhorn_barycenter_checks_its_arguments_and_warns():
     hists = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]], dtype=f64)
     with pytest.warns(tot.ConvergenceWarning, match="raise reg"):
         tot.sinkhorn_barycenter(hists, M, 0.01, max_iter=2)
+
+
+def test_numpy_integer_max_iter_is_accepted():
+    a, b, _, _, M = random_problem(24, 4, 5)
+    ours = tot.sinkhorn_solve(a, b, M, 0.5, max_iter=np.int64(2000))
+    reference = tot.sinkhorn_solve(a, b, M, 0.5, max_iter=2000)
+    assert ours.n_iter == reference.n_iter
+    assert torch.equal(ours.plan, reference.plan)
+
+
+def test_lipschitz_on_support_refuses_coincident_points():
+    def critic(z):
+        return z.sum(dim=1)
+
+    with pytest.raises(ValueError, match=r"points must contain at least two distinct points"):
+        tot.lipschitz_on_support(critic, torch.ones(5, 2))
+    with pytest.raises(ValueError, match=r"points must contain at least two distinct points"):
+        tot.lipschitz_on_support(critic, torch.ones(1, 2))
+    # duplicates next to distinct points are fine: the duplicate pairs are skipped
+    with_duplicate = torch.tensor([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
+    assert tot.lipschitz_on_support(critic, with_duplicate) == pytest.approx(7 / 5)

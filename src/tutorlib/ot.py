@@ -457,8 +457,7 @@ def sinkhorn_solve(
     """
     a, b, M = _check_problem(a, b, M, batched=True)
     reg = _check_reg(reg)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    max_iter = check_int("max_iter", max_iter)
     tol = check_nonnegative("tol", tol)
     tol_used = max(tol, 50 * torch.finfo(M.dtype).eps)  # below this, round-off dominates
 
@@ -559,12 +558,15 @@ def sinkhorn_divergence(
     it. Subtracting the self-terms removes the bias: :math:`S_\varepsilon(\mu, \mu) = 0`,
     :math:`S_\varepsilon \ge 0`, and :math:`S_\varepsilon \to` the exact cost as
     :math:`\varepsilon \to 0`. (POT's ``empirical_sinkhorn_divergence`` leaves out the entropic
-    terms, Genevay et al. 2018, and lacks these properties.)
+    terms, Genevay et al. 2018, for which non-negativity is not guaranteed.)
 
     Args:
         x: ``(n, d)``; y: ``(m, d)``; reg: :math:`\varepsilon > 0`.
         x_weights, y_weights: ``(n,)``, ``(m,)`` probability vectors; ``None`` for uniform.
         p: cost exponent (2: squared Euclidean).
+        max_iter: most Sinkhorn iterations for each of the three entropic costs.
+        tol: tolerance on the L1 marginal error of each of the three solves
+            (see :func:`sinkhorn_solve`).
 
     Returns:
         0-dim tensor, differentiable with respect to ``x`` and ``y``.
@@ -691,8 +693,7 @@ def displacement_interpolation(
         raise ValueError(
             f"plan must have shape (len(x), len(y)) = ({x.shape[0]}, {y.shape[0]}), got {tuple(plan.shape)}"
         )
-    if not 0 <= t <= 1:
-        raise ValueError(f"t must be in [0, 1], got {t}")
+    t = check_real("t", t, 0.0, 1.0)
     i, j = torch.nonzero(plan > threshold, as_tuple=True)
     return (1 - t) * x[i] + t * y[j], plan[i, j]
 
@@ -883,8 +884,10 @@ def train_critic(
     r"""Train a critic to maximise :func:`critic_estimate` under the gradient penalty.
 
     Loss (minimised): :math:`-\big(\overline{f(x)} - \overline{f(y)}\big) + \lambda\,\mathrm{GP}`.
-    This is the critic step of WGAN-GP with the generator frozen; at the optimum its estimate
-    approaches :math:`W_1` between the two samples.
+    This is the critic step of WGAN-GP with the generator frozen. The penalty is soft, so at
+    the optimum its estimate is about :math:`W_1 (1 + W_1 / (2\lambda))` between the two samples
+    (the optimal critic scaled by :math:`\kappa` minimises
+    :math:`-\kappa W_1 + \lambda (\kappa - 1)^2` at :math:`\kappa = 1 + W_1/(2\lambda)`).
 
     Args:
         x: ``(n, d)``; y: ``(n, d)``.
@@ -953,13 +956,21 @@ def lipschitz_on_support(critic: CriticFn, points: torch.Tensor) -> float:
     certifies nothing).
 
     Args:
-        points: ``(N, d)``, e.g. ``torch.cat([x, y])``.
+        points: ``(N, d)``, e.g. ``torch.cat([x, y])``; at least two of them distinct.
+
+    Raises:
+        ValueError: all the points coincide, so there is no slope to measure.
     """
     points = _as_points(points, "points")
     _check_critic(critic)
+    dist = torch.cdist(points.double(), points.double())  # (N, N)
+    mask = dist > 0
+    if not bool(mask.any()):
+        raise ValueError(
+            f"points must contain at least two distinct points to measure a slope, got {points.shape[0]} "
+            "coincident point(s)"
+        )
     with torch.no_grad():
         values = critic(points).double()  # (N,); slopes in float64 so round-off does not pass for slope
         gaps = (values[:, None] - values[None, :]).abs()  # (N, N)
-        dist = torch.cdist(points.double(), points.double())  # (N, N)
-        mask = dist > 0
         return (gaps[mask] / dist[mask]).max().item()
