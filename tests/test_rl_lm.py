@@ -165,7 +165,7 @@ def test_kimi_length_reward_properties(B, k, seed):
 # GRPO
 # --------------------------------------------------------------------------------------------
 def test_k3_by_hand_and_its_expectation_is_the_kl():
-    # rho = pi_ref / pi = 0.5 / 0.6
+    # u = pi_ref / pi = 0.5 / 0.6
     value = R.k3_kl(torch.tensor(LOG(0.6), dtype=torch.float64),
                     torch.tensor(LOG(0.5), dtype=torch.float64)).item()
     assert value == pytest.approx(0.5 / 0.6 - LOG(0.5 / 0.6) - 1, rel=1e-6)
@@ -180,7 +180,8 @@ def test_k3_by_hand_and_its_expectation_is_the_kl():
 @settings(max_examples=100, deadline=None)
 @given(st.floats(-20, 0), st.floats(-20, 0))
 def test_k3_is_never_negative(lp, lq):
-    assert R.k3_kl(torch.tensor(lp, dtype=torch.float64), torch.tensor(lq, dtype=torch.float64)) >= 0
+    # up to round-off: e^x - x - 1 for |x| ~ 1e-17 can come out as -1.1e-16 (found by hypothesis in CI)
+    assert R.k3_kl(torch.tensor(lp, dtype=torch.float64), torch.tensor(lq, dtype=torch.float64)) >= -1e-15
 
 
 def test_grpo_loss_value_and_gradient_by_hand():

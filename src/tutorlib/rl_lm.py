@@ -367,12 +367,14 @@ def kimi_length_reward(lengths: torch.Tensor, correct: torch.Tensor) -> torch.Te
 def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """Per-token estimate of :math:`\\mathrm{KL}(\\pi_\\theta \\| \\pi_{ref})` ("k3", Schulman 2020).
 
-    For a token :math:`y \\sim \\pi_\\theta` and :math:`\\rho = \\pi_{ref}(y)/\\pi_\\theta(y)`,
+    For a token :math:`y \\sim \\pi_\\theta` and :math:`u = \\pi_{ref}(y)/\\pi_\\theta(y)` (not
+    GRPO's ratio :math:`\\rho = \\pi_\\theta/\\pi_{\\theta_{old}}`),
 
-    .. math::  \\hat{k}_3 = \\rho - \\log \\rho - 1 \\;\\ge\\; 0,
+    .. math::  \\hat{k}_3 = u - \\log u - 1 \\;\\ge\\; 0,
 
-    unbiased (:math:`\\mathbb{E}_{\\pi_\\theta}[\\rho] = 1`, so its mean is
-    :math:`\\mathbb{E}[-\\log\\rho] = \\mathrm{KL}`) and never negative, unlike :math:`-\\log\\rho`.
+    unbiased (:math:`\\mathbb{E}_{\\pi_\\theta}[u] = 1`, so its mean is
+    :math:`\\mathbb{E}[-\\log u] = \\mathrm{KL}`) and never negative, unlike the plain log-ratio
+    :math:`-\\log u = \\log(\\pi_\\theta/\\pi_{ref})` ("k1").
     DeepSeekMath's Eq. (4) uses it in GRPO.
 
     Args:
@@ -389,8 +391,8 @@ def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     if logp.shape != logp_ref.shape:
         raise ValueError(f"logp {tuple(logp.shape)} and logp_ref {tuple(logp_ref.shape)} must have "
                          "the same shape")
-    log_rho = logp_ref - logp
-    return torch.exp(log_rho) - log_rho - 1
+    log_u = logp_ref - logp  # log u = log(pi_ref / pi_theta)
+    return torch.exp(log_u) - log_u - 1
 
 
 def grpo_loss(
