@@ -617,7 +617,7 @@ def test_flash_forward_refuses_block_sizes_that_leave_the_output_uninitialised()
     o, lse = fl.flash_forward(q, q, q, False, 2, 2, 1.0)
     with pytest.raises(ValueError, match=r"lse must have shape \(1, 1, 4\), got \(1, 1, 3\)"):
         fl.flash_backward(q, q, q, o, lse[..., :3], o, False, 2, 2, 1.0)
-    with pytest.raises(TypeError, match="lse must be a torch.float32 tensor, got torch.float64"):
+    with pytest.raises(TypeError, match=r"lse must be a torch\.float32 tensor, got torch\.float64"):
         fl.flash_backward(q, q, q, o, lse.double(), o, False, 2, 2, 1.0)
     for call in (lambda: fl.tile_schedule(4, 4, 2, 2, causal="no"),
                  lambda: fl.hbm_traffic(64, 8, 256, "flash", causal="no"),

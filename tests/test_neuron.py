@@ -305,7 +305,9 @@ def test_fit_regression_matches_least_squares_and_warns_when_it_diverges():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(50, 1, generator=g, dtype=torch.float64)
     y = 1.5 * x - 0.7 + 0.1 * torch.randn(50, 1, generator=g, dtype=torch.float64)
-    line = nn.Linear(1, 1).double()
+    with torch.random.fork_rng():  # a seeded start: Adam at lr 0.05 needs more than 3000 steps
+        torch.manual_seed(0)  # from about 1% of nn.Linear's random starts (seen in CI)
+        line = nn.Linear(1, 1).double()
     nr.fit_regression(line, x, y, steps=3000, lr=0.05)
     slope, intercept = np.polyfit(x[:, 0].numpy(), y[:, 0].numpy(), 1)
     assert line.weight.item() == pytest.approx(slope, abs=1e-4)
