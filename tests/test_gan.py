@@ -293,8 +293,12 @@ def test_losses_and_config_refuse_nan_and_bad_fields():
         gan.GANConfig(gp_weight=-1.0)
     with pytest.raises(ValueError, match=r"GANConfig\.optimizer must be one of"):
         gan.GANConfig(optimizer="sgd")
-    with pytest.raises(ValueError, match=r"z must be a floating-point tensor \(B, 2\)"):
+    with pytest.raises(ValueError, match=r"z must have shape \(B, 2\), got \(4, 3\)"):
         gan.Generator()(torch.zeros(4, 3))
+    with pytest.raises(TypeError, match=r"z must be a floating-point torch\.Tensor, got torch\.int64"):
+        gan.Generator()(torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
+        gan.train_gan(torch.zeros(10, 2), gan.Generator(), tot.Critic(), generator=1, progress=False)
     with pytest.raises(ValueError, match="data must be finite"):
         gan.train_gan(torch.full((10, 2), float("nan")), gan.Generator(), tot.Critic(), progress=False)
 

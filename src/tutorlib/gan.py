@@ -201,9 +201,11 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.shape[-1:] != (self.latent_dim,):
-            raise ValueError(f"z must be a floating-point tensor (B, {self.latent_dim}), got "
-                             f"{getattr(z, 'dtype', type(z).__name__)} {tuple(getattr(z, 'shape', ()))}")
+        if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+            got = getattr(z, "dtype", type(z).__name__)
+            raise TypeError(f"z must be a floating-point torch.Tensor, got {got}")
+        if z.shape[-1:] != (self.latent_dim,):
+            raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         out = self.net(z)  # (B, d)
         return out + self.skip * z if self.skip else out
 
@@ -404,8 +406,10 @@ def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class GANConfig:
-    """Hyperparameters of :func:`train_gan`. The defaults are WGAN-GP's (Gulrajani et al. 2017,
-    Algorithm 1); :data:`PUBLISHED` holds the other games' published defaults."""
+    """Hyperparameters of :func:`train_gan`. The defaults are WGAN-GP's (Gulrajani et al. 2017):
+    Algorithm 1's :math:`n_{critic}`, λ, learning rate and β, and the batch of 256 of their toy
+    script ``gan_toy.py`` (Algorithm 1 gives no batch size); :data:`PUBLISHED` holds the other
+    games' published defaults."""
 
     loss: str = "wgan-gp"  #: one of :data:`LOSSES`
     steps: int = 1000  #: generator updates
@@ -562,6 +566,8 @@ def train_gan(
             raise TypeError(f"{name} must be an nn.Module, got {type(net).__name__}")
     if not hasattr(generator_net, "latent_dim"):
         raise TypeError("generator_net needs a latent_dim attribute (use tutorlib.gan.Generator)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     config = config or GANConfig()
     _check_config(config)
 

@@ -773,7 +773,7 @@ class CriticConfig:
     hidden: int = 64  #: width of the two hidden (SiLU) layers of the :class:`Critic`
     steps: int = 500  #: full-batch Adam steps (enough for a few hundred 2-D points)
     lr: float = 1e-3  #: Adam learning rate
-    betas: tuple[float, float] = (0.5, 0.9)  #: Adam betas (Gulrajani et al. 2017)
+    betas: tuple[float, float] = (0.5, 0.9)  #: Adam betas of Gulrajani et al.'s toy script (Alg. 1: (0, 0.9))
     gp_weight: float = 10.0  #: λ, the weight of the gradient penalty (Gulrajani et al. 2017)
 
     def __post_init__(self) -> None:
