@@ -535,8 +535,9 @@ def roi_pool(
     Each region, given in image pixels, is scaled by ``spatial_scale`` (1 / stride) and its
     corners are **rounded to whole feature cells**; the rounded region (corners inclusive) is
     cut into ``output_size`` × ``output_size`` bins whose edges are rounded again (floor and
-    ceil), and each bin takes the maximum of its cells (0 for an empty bin). The two roundings
-    shift the region by up to half a stride: the misalignment that :func:`roi_align` removes.
+    ceil), and each bin takes the maximum of its cells (0 for an empty bin). The roundings
+    (the corners, and the inclusive end cell) shift each bin by about half a cell on average and
+    by more than a cell at worst: the misalignment that :func:`roi_align` removes.
 
     Args:
         features: ``(B, C, H, W)``.
@@ -1005,8 +1006,9 @@ def hungarian_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     .. math::  \\hat\\sigma = \\arg\\min_{\\sigma} \\sum_{j} C_{\\sigma(j), j},
 
     over injective maps :math:`\\sigma` from targets to predictions (needs :math:`Q \\ge G`),
-    solved exactly by ``scipy.optimize.linear_sum_assignment`` (Kuhn's Hungarian method, in
-    :math:`O(Q^3)`).
+    solved exactly by ``scipy.optimize.linear_sum_assignment`` (the same assignment problem as
+    Kuhn's Hungarian method; SciPy uses a modified Jonker–Volgenant algorithm, :math:`O(Q^3)`).
+    With fewer rows than columns only ``Q`` targets are matched.
 
     Returns:
         ``(pred_index, target_index)``, int64 tensors of length ``min(Q, G)``, sorted by target.

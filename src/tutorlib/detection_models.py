@@ -661,7 +661,8 @@ class TrainConfig:
 
 
 def init_head_prior(model: TinyDetector, num_classes: int, prior: float = 0.1) -> None:
-    """Start the heat-map logits at :math:`\\log\\frac{\\pi}{1-\\pi}` (Lin et al., 2017), so that the
+    """Start the heat-map logits at :math:`\\log\\frac{\\pi}{1-\\pi}` (Lin et al., 2017, who use
+    :math:`\\pi = 0.01`; the default 0.1 is CenterNet's), so that the
     untrained head predicts "background" with probability :math:`1-\\pi` and the focal loss does not
     start with a burst of gradients from thousands of easy background cells."""
     _check_model(model)
