@@ -149,7 +149,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
 
 
 def _check_causal(causal: object) -> bool:
-    if not isinstance(causal, bool | np.bool_):
+    if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
     return bool(causal)
 
@@ -205,8 +205,7 @@ def naive_attention(
         ``(B, H, N_q, d)``.
     """
     _check_qkv(q, k, v)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+    causal = _check_causal(causal)
     tau = _resolve_scale(scale, q.shape[-1])
     return scaled_dot_product_attention(q, k, v, causal=causal, scale=tau)[0]
 
