@@ -751,6 +751,26 @@ def _check_task_and_config(task: object, cfg: object, kind: type) -> None:
     cfg.__post_init__()  # fields may have been changed after construction
 
 
+def _seeded_policy(prompt_len: int, answer_len: int, d_embed: int, hidden: int, seed: int) -> WindowPolicy:
+    """A :class:`WindowPolicy` whose initial weights depend on ``seed`` only; the caller's global
+    RNG is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return WindowPolicy(prompt_len, answer_len, d_embed, hidden)
+
+
+def _imitation_step(policy: WindowPolicy, optimizer: torch.optim.Optimizer, prompts: torch.Tensor,
+                    answers: torch.Tensor) -> None:
+    """One Adam step on the mean token cross-entropy :math:`-\\frac{1}{\\sum m}\\sum m \\log\\pi_\\theta`
+    of ``answers`` ``(B, 1, T)`` given ``prompts`` ``(B, P)``, over the tokens that are not
+    padding (the end token included)."""
+    mask = answers != PAD
+    loss = -answer_log_probs(policy, prompts, answers, mask).sum() / mask.sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def warmup_policy(task: AdditionTask, cfg: WarmupConfig) -> WindowPolicy:
     """Supervised warm-up on answers that are *random* sums in :math:`[0, 2\\,\\mathrm{max\\_operand}]`.
 
@@ -760,9 +780,7 @@ def warmup_policy(task: AdditionTask, cfg: WarmupConfig) -> WindowPolicy:
     """
     _check_task_and_config(task, cfg, WarmupConfig)
     g = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng():  # seed the initial weights without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
-        policy = WindowPolicy(task.prompt_len, cfg.max_new_tokens, cfg.d_embed, cfg.hidden)
+    policy = _seeded_policy(task.prompt_len, cfg.max_new_tokens, cfg.d_embed, cfg.hidden, cfg.seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     a_all, b_all = task.operands()
     for _ in range(cfg.steps):
@@ -770,12 +788,7 @@ def warmup_policy(task: AdditionTask, cfg: WarmupConfig) -> WindowPolicy:
         values = torch.randint(task.n_sums, (cfg.batch,), generator=g)  # random, not a + b
         zeros = torch.randint(cfg.max_leading_zeros + 1, (cfg.batch,), generator=g)
         answers = encode_answers(values, zeros, cfg.max_new_tokens)[:, None]  # (batch, 1, T)
-        mask = answers != PAD  # the answer's tokens, end token included
-        logp = answer_log_probs(policy, task.prompts(a_all[idx], b_all[idx]), answers, mask)
-        loss = -logp.sum() / mask.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _imitation_step(policy, optimizer, task.prompts(a_all[idx], b_all[idx]), answers)
     return policy
 
 

@@ -43,13 +43,13 @@ import torch
 from tutorlib.rl_lm import (
     EOS,
     EQUALS,
-    PAD,
     TOKEN_TEXT,
     VOCAB_SIZE,
     AdditionTask,
     WindowPolicy,
+    _imitation_step,
+    _seeded_policy,
     addition_reward,
-    answer_log_probs,
     digits,
 )
 from tutorlib.validation import check_fields, check_int, check_positive, check_tensor
@@ -228,20 +228,13 @@ def warmup_on_examples(task: ScratchpadTask, cfg: ScratchpadWarmupConfig) -> Win
         raise TypeError(f"cfg must be a ScratchpadWarmupConfig, got {type(cfg).__name__}")
     cfg.__post_init__()  # fields may have been changed after construction
     g = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng():  # seed the initial weights without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
-        policy = WindowPolicy(task.prompt_len, task.answer_len, cfg.d_embed, cfg.hidden)
+    policy = _seeded_policy(task.prompt_len, task.answer_len, cfg.d_embed, cfg.hidden, cfg.seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     a, b = task.example_operands()
     prompts, answers = task.prompts(a, b), task.targets(a, b)
     for _ in range(cfg.steps):
         idx = torch.randint(len(a), (cfg.batch,), generator=g)
-        y = answers[idx][:, None]  # (batch, 1, T)
-        mask = y != PAD
-        loss = -answer_log_probs(policy, prompts[idx], y, mask).sum() / mask.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _imitation_step(policy, optimizer, prompts[idx], answers[idx][:, None])  # answers (batch, 1, T)
     return policy
 
 
